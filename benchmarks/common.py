@@ -1,0 +1,98 @@
+"""Shared helpers for benchmark scripts: machine description, timing, result files (DESIGN §8)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, cores, memory and GPU of the machine the benchmark runs on."""
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = None
+    try:
+        mem_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError):
+        pass
+    gpu = None
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": mem_gb, "gpu": gpu,
+            "python": sys.version.split()[0]}
+
+
+def median_time(fn: Callable[[], Any], repeats: int = 3, warmup: int = 1) -> float:
+    """Median wall-clock seconds of ``fn`` over ``repeats`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MiB); run each case in its own process
+    when comparing peaks."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def target(name: str, value: float, op: str, threshold: float) -> dict[str, Any]:
+    """A target row: ``op`` is one of '<=', '>='."""
+    met = value <= threshold if op == "<=" else value >= threshold
+    return {"name": name, "value": round(float(value), 4), "target": f"{op} {threshold}", "met": bool(met)}
+
+
+def write_results(name: str, rows: list[dict], targets: list[dict], command: str,
+                  extra: dict | None = None) -> Path:
+    """Writes ``benchmarks/results/<name>.json`` atomically and returns its path."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = {"benchmark": name, "command": command, "machine": machine(),
+           "date": _dt.date.today().isoformat(), "rows": rows, "targets": targets, **(extra or {})}
+    path = RESULTS_DIR / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(out, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def print_table(rows: list[dict], columns: list[str] | None = None) -> None:
+    """Prints rows as an aligned text table."""
+    if not rows:
+        print("(no rows)")
+        return
+    columns = columns or list(rows[0])
+
+    def fmt(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    widths = {c: max(len(c), *(len(fmt(r.get(c, ""))) for r in rows)) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    print("  ".join("-" * widths[c] for c in columns))
+    for r in rows:
+        print("  ".join(fmt(r.get(c, "")).ljust(widths[c]) for c in columns))

@@ -1,0 +1,156 @@
+"""The dataset contract's ``dataset.toml``, parsed into dataclasses (DESIGN.md §4).
+
+Unknown keys are errors, not silently ignored: a typo such as ``lables`` would otherwise drop a
+label without a word.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from data.errors import DataError, Problem
+
+SPEC_FILE = "dataset.toml"
+
+
+@dataclass(frozen=True)
+class InteractionsSpec:
+    file: str
+    user: str
+    item: str
+    timestamp: str
+    labels: list[str]
+    categorical: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ItemsSpec:
+    file: str
+    id: str
+    text: list[str] = field(default_factory=list)
+    image: str | None = None
+    categorical: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class UsersSpec:
+    file: str
+    id: str
+    categorical: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    interactions: InteractionsSpec
+    items: ItemsSpec
+    users: UsersSpec | None = None
+
+    @property
+    def primary_label(self) -> str:
+        return self.interactions.labels[0]
+
+
+def _section(cls: type, raw: Any, section: str, problems: list[Problem]) -> Any:
+    """Builds one section dataclass from its TOML table, recording every problem."""
+    if not isinstance(raw, dict):
+        problems.append(Problem(SPEC_FILE, f"[{section}] must be a table", column=section))
+        return None
+    known = {f.name: f for f in fields(cls)}
+    for key in raw:
+        if key not in known:
+            problems.append(
+                Problem(SPEC_FILE, f"unknown key '{key}' in [{section}] (known: {', '.join(known)})",
+                        column=f"{section}.{key}")
+            )
+    kwargs: dict[str, Any] = {}
+    for name, f in known.items():
+        if name not in raw:
+            if f.default is MISSING and f.default_factory is MISSING:
+                problems.append(Problem(SPEC_FILE, f"missing key '{name}' in [{section}]",
+                                        column=f"{section}.{name}"))
+            continue
+        value = raw[name]
+        expected_list = str(f.type).startswith("list")
+        if expected_list:
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                problems.append(Problem(SPEC_FILE, f"'{name}' in [{section}] must be a list of column names",
+                                        column=f"{section}.{name}"))
+                continue
+        elif not isinstance(value, str):
+            problems.append(Problem(SPEC_FILE, f"'{name}' in [{section}] must be a string",
+                                    column=f"{section}.{name}"))
+            continue
+        kwargs[name] = value
+    if any(p.column and p.column.startswith(f"{section}.") for p in problems):
+        return None
+    return cls(**kwargs)
+
+
+def parse_spec(text: str) -> DatasetSpec:
+    """Parses the text of a ``dataset.toml``; raises DataError naming every problem."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise DataError(Problem(SPEC_FILE, f"not valid TOML: {exc}")) from None
+    problems: list[Problem] = []
+    for key in raw:
+        if key not in {"name", "interactions", "items", "users"}:
+            problems.append(Problem(SPEC_FILE, f"unknown key '{key}' (known: name, interactions, items, users)",
+                                    column=key))
+    name = raw.get("name", "dataset")
+    if not isinstance(name, str):
+        problems.append(Problem(SPEC_FILE, "'name' must be a string", column="name"))
+    for required in ("interactions", "items"):
+        if required not in raw:
+            problems.append(Problem(SPEC_FILE, f"missing section [{required}]", column=required))
+    inter = _section(InteractionsSpec, raw["interactions"], "interactions", problems) if "interactions" in raw else None
+    items = _section(ItemsSpec, raw["items"], "items", problems) if "items" in raw else None
+    users = _section(UsersSpec, raw["users"], "users", problems) if "users" in raw else None
+    if inter is not None and not inter.labels:
+        problems.append(Problem(SPEC_FILE, "[interactions] needs at least one label", column="interactions.labels"))
+    if problems:
+        raise DataError(problems)
+    return DatasetSpec(name=str(name), interactions=inter, items=items, users=users)
+
+
+def read_spec(directory: Path) -> DatasetSpec:
+    """Reads ``DIR/dataset.toml``."""
+    path = Path(directory) / SPEC_FILE
+    if not Path(directory).is_dir():
+        raise DataError(Problem(str(directory), "dataset directory does not exist"))
+    if not path.is_file():
+        raise DataError(Problem(str(path), f"missing file: a dataset directory needs a {SPEC_FILE}"))
+    try:
+        return parse_spec(path.read_text(encoding="utf-8"))
+    except DataError as err:
+        # Name the real path rather than the bare file name.
+        raise DataError([Problem(str(path), p.message, p.column, p.row) for p in err.problems]) from None
+
+
+def spec_to_toml(spec: DatasetSpec) -> str:
+    """Writes a spec back as TOML (used by synth and adapters)."""
+
+    def fmt(value: Any) -> str:
+        if isinstance(value, list):
+            return "[" + ", ".join(fmt(v) for v in value) + "]"
+        return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    out = [f"name = {fmt(spec.name)}", ""]
+    for section in ("interactions", "items", "users"):
+        sec = getattr(spec, section)
+        if sec is None:
+            continue
+        out.append(f"[{section}]")
+        for f in fields(sec):
+            value = getattr(sec, f.name)
+            if value is None:
+                continue
+            out.append(f"{f.name} = {fmt(value)}")
+        out.append("")
+    return "\n".join(out)

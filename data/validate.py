@@ -1,0 +1,95 @@
+"""Column-level checks of the dataset contract (DESIGN.md §4).
+
+Each check appends Problems naming the file, column and first offending row; the loader raises
+them together so a user sees everything wrong in one run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from data.errors import Problem
+from data.tables import first_row
+
+_ID_TYPES = (pl.String, pl.Categorical)
+
+
+def is_integer(dtype: pl.DataType) -> bool:
+    return dtype.is_integer()
+
+
+def check_id(df: pl.DataFrame, path: Path, col: str) -> list[Problem]:
+    """An id column: integer or string, no nulls."""
+    dtype = df.schema[col]
+    if not (is_integer(dtype) or isinstance(dtype, _ID_TYPES)):
+        return [Problem(str(path), f"id column must be integer or string, found {dtype}", column=col)]
+    row = first_row(df, pl.col(col).is_null())
+    if row is not None:
+        return [Problem(str(path), "null id", column=col, row=row)]
+    return []
+
+
+def check_label(df: pl.DataFrame, path: Path, col: str) -> list[Problem]:
+    """A label column: binary 0/1 (or boolean), no nulls."""
+    dtype = df.schema[col]
+    if dtype == pl.Boolean:
+        row = first_row(df, pl.col(col).is_null())
+        return [] if row is None else [Problem(str(path), "label is null; labels must be 0 or 1", col, row)]
+    if not dtype.is_numeric():
+        return [Problem(str(path), f"label must be numeric 0/1, found {dtype}", column=col)]
+    bad = pl.col(col).is_null() | ~pl.col(col).cast(pl.Float64).is_in([0.0, 1.0])
+    row = first_row(df, bad)
+    if row is not None:
+        value = df[col][row - 1]
+        return [Problem(str(path), f"label must be 0 or 1, found {value}", column=col, row=row)]
+    return []
+
+
+def timestamp_seconds(df: pl.DataFrame, path: Path, col: str) -> tuple[pl.Series | None, list[Problem]]:
+    """Converts a timestamp column to Int64 seconds since the epoch.
+
+    Accepts integer seconds, a datetime/date column, or ISO-8601 strings.
+    """
+    s = df[col]
+    dtype = s.dtype
+    if s.null_count():
+        return None, [Problem(str(path), "null timestamp", column=col, row=first_row(df, pl.col(col).is_null()))]
+    if is_integer(dtype):
+        return s.cast(pl.Int64), []
+    if dtype.is_float():
+        if (s != s.floor()).any():
+            row = first_row(df, pl.col(col) != pl.col(col).floor())
+            return None, [Problem(str(path), "timestamp must be whole seconds", column=col, row=row)]
+        return s.cast(pl.Int64), []
+    if isinstance(dtype, pl.Datetime):
+        return s.dt.epoch("s").cast(pl.Int64), []
+    if dtype == pl.Date:
+        return s.cast(pl.Datetime("ms")).dt.epoch("s").cast(pl.Int64), []
+    if dtype == pl.String:
+        parsed = s.str.to_datetime(strict=False, time_zone=None)
+        if parsed.null_count():
+            row = int(parsed.is_null().arg_true()[0]) + 1
+            return None, [Problem(str(path), f"unparsable timestamp '{s[row - 1]}' "
+                                  "(use integer seconds or ISO-8601)", column=col, row=row)]
+        return parsed.dt.epoch("s").cast(pl.Int64), []
+    return None, [Problem(str(path), f"timestamp must be integer seconds, datetime or ISO-8601 string, found {dtype}",
+                          column=col)]
+
+
+def check_unique(df: pl.DataFrame, path: Path, col: str) -> list[Problem]:
+    row = first_row(df, pl.col(col).is_duplicated())
+    if row is None:
+        return []
+    value = df[col][row - 1]
+    dup_rows = df.with_row_index("_r").filter(pl.col(col) == value)["_r"].head(2).to_list()
+    return [Problem(str(path), f"duplicate id '{value}' (rows {dup_rows[0] + 1} and {dup_rows[1] + 1})",
+                    column=col, row=dup_rows[1] + 1)]
+
+
+def check_text(df: pl.DataFrame, path: Path, col: str) -> list[Problem]:
+    dtype = df.schema[col]
+    if dtype not in (pl.String, pl.Null) and not dtype.is_numeric():
+        return [Problem(str(path), f"text column must be string, found {dtype}", column=col)]
+    return []

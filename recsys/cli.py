@@ -1,0 +1,49 @@
+"""The ``recsys`` command line: one subcommand module per job under ``recsys/commands``.
+
+Every bad-input error (``DataError``, ``ConfigError``) is printed as one line per problem on
+stderr with exit status 2 and no traceback; other exceptions are real bugs and keep theirs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+from data.errors import DataError
+from recsys.commands import COMMANDS
+from recsys.errors import UsageError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="recsys",
+        description=(
+            "Train CTR/ranking models end to end with their multimodal content model (EM3), "
+            "evaluate them offline and select the candidate for an online A/B test."
+        ),
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for register in COMMANDS:
+        register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore", message=".*is_fx_tracing.*")
+    try:
+        return int(args.func(args) or 0)
+    except (DataError, UsageError) as err:
+        problems = getattr(err, "problems", None) or [str(err)]
+        for p in problems:
+            print(f"error: {p}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

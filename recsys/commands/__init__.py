@@ -1,0 +1,11 @@
+"""Subcommands of the ``recsys`` CLI.
+
+Each module exposes ``register(subparsers)`` which adds its parser and sets ``func`` to a
+function ``(args) -> int`` (the exit status). Add a new command by appending it here.
+"""
+
+from __future__ import annotations
+
+from recsys.commands import data_cmd, demo_cmd
+
+COMMANDS = [demo_cmd.register, data_cmd.register]
