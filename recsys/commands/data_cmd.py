@@ -23,22 +23,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="treat unreadable or missing image files as items without an image")
     check.set_defaults(func=run_check)
 
-    from data.synth import SynthConfig
+    from data.synth import add_arguments
 
     synth = data_sub.add_parser(
         "synth", help="write the synthetic multimodal world (the embedded default)",
         description="Write a contract-valid synthetic dataset: items with rendered PNG images and "
         "topic titles, impressions with click/like labels, late-released cold items, and users "
         "whose returns depend on how satisfying their sessions were. Same seed, same bytes. "
-        "See docs/synthetic_world.md for the generative story.")
-    synth.add_argument("--out", type=Path, required=True, help="output directory (must be empty or absent)")
-    synth.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
-    defaults = SynthConfig()
-    for name, value in vars(defaults).items():
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            continue
-        synth.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value,
-                           metavar=type(value).__name__.upper(), help=f"default: {value}")
+        "See docs/synthetic_world.md for the generative story and every knob.")
+    add_arguments(synth)
     synth.set_defaults(func=run_synth)
 
     prep = data_sub.add_parser(
@@ -65,13 +58,9 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    from dataclasses import fields
+    from data.synth import config_from_args, synthesize
 
-    from data.synth import SynthConfig, synthesize
-
-    config = SynthConfig(**{f.name: getattr(args, f.name) for f in fields(SynthConfig)
-                            if hasattr(args, f.name)})
-    out = synthesize(args.out, config, progress=True, overwrite=args.overwrite)
+    out = synthesize(args.out, config_from_args(args), progress=True, overwrite=args.overwrite)
     print(f"wrote the synthetic world to {out}")
     return 0
 
@@ -80,6 +69,6 @@ def run_prepare(args: argparse.Namespace) -> int:
     from data.adapters.movielens import prepare_movielens
 
     out = prepare_movielens(args.src, args.out, posters=args.posters,
-                            like_threshold=args.like_threshold, overwrite=args.overwrite)
+                            like_threshold=args.like_threshold, overwrite=args.overwrite, log=print)
     print(f"wrote {out}; check it with: recsys data check {out}")
     return 0
