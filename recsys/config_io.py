@@ -132,6 +132,7 @@ def _coerce(value: Any, tp: Any, key: str, problems: list[str]) -> Any:
 def _build(cls: type[T], raw: dict[str, Any], prefix: str, problems: list[str]) -> T:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    before = len(problems)
     for k in raw:
         if k not in fields:
             where = f"{prefix}.{k}" if prefix else k
@@ -151,9 +152,13 @@ def _build(cls: type[T], raw: dict[str, Any], prefix: str, problems: list[str]) 
         if "choices" in meta and value not in meta["choices"]:
             problems.append(f"{key}: must be one of {list(meta['choices'])}, got {value!r}")
         kwargs[name] = value
-    if problems:
+    if len(problems) > before:
         return None  # type: ignore[return-value]
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as exc:  # a dataclass's own __post_init__ checks
+        problems.append(f"{prefix or cls.__name__}: {exc}")
+        return None  # type: ignore[return-value]
 
 
 def config_from_dict(cls: type[T], raw: dict[str, Any]) -> T:

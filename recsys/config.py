@@ -1,0 +1,131 @@
+"""The training config: one dataclass tree, loaded from TOML presets (``recsys/presets``).
+
+``recsys train em3 --set content.seq_mode="frozen" --set train.epochs=2`` maps onto these fields;
+``TrainConfig`` is written back next to every run as ``config.toml``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from ranking.config import RankingConfig
+from recsys.config_io import config_to_dict, load_config, to_toml
+
+
+def _min(value: float) -> dict:
+    return {"min": value}
+
+
+@dataclass
+class DataSection:
+    """Which data, and how it is derived (DESIGN §4)."""
+
+    dir: str = ""  # dataset directory; `--data` on the command line sets it
+    max_history: int = field(default=20, metadata=_min(1))
+    split: Literal["time", "leave_last_out"] = "time"
+    allow_missing_media: bool = False
+
+
+@dataclass
+class ContentSection:
+    """The multimodal side: frozen encoders, token cache, Fusion-Q-Former, sequence mode."""
+
+    enabled: bool = True
+    vision: str = "tiny"  # hub id, local path or "tiny"
+    text: str = "tiny"
+    tokens: int = field(default=16, metadata=_min(1))  # text tokens kept per item
+    variant: Literal["self", "cross"] = "self"
+    hidden: int = field(default=32, metadata=_min(1))
+    layers: int = field(default=1, metadata=_min(1))
+    heads: int = field(default=2, metadata=_min(1))
+    num_queries: int = field(default=4, metadata=_min(1))
+    dropout: float = field(default=0.0, metadata={"min": 0.0, "max": 0.99})
+    # "none": history attends over ID embeddings only; otherwise how history content is encoded.
+    seq_mode: Literal["none", "frozen", "lora", "full"] = "lora"
+    lora_r: int = field(default=4, metadata=_min(1))
+    lora_alpha: int = field(default=8, metadata=_min(1))
+    lora_dropout: float = field(default=0.0, metadata={"min": 0.0, "max": 0.99})
+    lora_targets: list[str] = field(default_factory=lambda: ["query", "value"])
+    dedup: bool = True
+    checkpoint_history: bool = False
+
+
+@dataclass
+class CICSection:
+    """Content-ID contrastive loss: total = Σ BCE + weight · CIC."""
+
+    weight: float = field(default=0.1, metadata=_min(0.0))
+    temperature: float = field(default=0.1, metadata=_min(1e-4))
+    proj_dim: int = field(default=32, metadata=_min(1))
+
+
+@dataclass
+class OptimSection:
+    """Learning rates of the dense groups (the sparse tables' optimizer is in ``ranking``)."""
+
+    qformer_lr: float = field(default=1e-3, metadata=_min(0.0))
+    adapter_lr: float = field(default=2e-3, metadata=_min(0.0))
+    weight_decay: float = field(default=0.0, metadata=_min(0.0))
+    grad_clip: float = field(default=1.0, metadata=_min(0.0))  # 0 = no clipping
+
+
+@dataclass
+class TrainSection:
+    """The loop: epochs, batches, early stopping, checkpoints."""
+
+    epochs: int = field(default=3, metadata=_min(1))
+    batch_size: int = field(default=512, metadata=_min(1))
+    eval_batch_size: int = field(default=2048, metadata=_min(1))
+    seed: int = 0
+    patience: int = field(default=1, metadata=_min(0))  # epochs without improvement before stopping
+    early_stop_metric: str = "auc"  # of the primary label on valid: auc | gauc | logloss
+    checkpoint_every: int = field(default=100, metadata=_min(0))  # steps; 0 = end of epoch only
+    max_steps_per_epoch: int = field(default=0, metadata=_min(0))  # 0 = the whole epoch
+    threads: int = field(default=0, metadata=_min(0))  # torch CPU threads; 0 = torch's default
+
+
+@dataclass
+class TrackingSection:
+    """MLflow: every run is tracked unless disabled; results are never lost to tracking."""
+
+    enabled: bool = True
+    uri: str = ""  # "" = sqlite:///mlflow.db in the working directory
+    model_name: str = "em3-ranker"
+
+
+@dataclass
+class TrainConfig:
+    name: str = "em3"
+    data: DataSection = field(default_factory=DataSection)
+    content: ContentSection = field(default_factory=ContentSection)
+    ranking: RankingConfig = field(default_factory=RankingConfig)
+    cic: CICSection = field(default_factory=CICSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    tracking: TrackingSection = field(default_factory=TrackingSection)
+
+    @property
+    def uses_content(self) -> bool:
+        return self.content.enabled
+
+    @property
+    def uses_cic(self) -> bool:
+        return self.content.enabled and self.cic.weight > 0
+
+    def ranking_config(self) -> RankingConfig:
+        """The ranking config with the content wiring derived from the content section."""
+        d = self.ranking.to_dict()
+        d["content_dim"] = self.content.hidden if self.content.enabled else 0
+        d["use_history_content"] = self.content.enabled and self.content.seq_mode != "none"
+        return RankingConfig.from_dict(d)
+
+
+def load_train_config(source: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """A preset name (``em3``, ``id_only``, ...) or a TOML path, with ``key=value`` overrides."""
+    return load_config(TrainConfig, source, overrides)
+
+
+def train_config_toml(cfg: TrainConfig) -> str:
+    return to_toml(config_to_dict(cfg))

@@ -1,0 +1,88 @@
+"""Offline evaluation of a trained run on a split of a dataset (the same one or a newer log).
+
+Ids are encoded with the run's own vocabularies (``data_state.json``), the model is rebuilt
+from the run's ``config.toml`` in the current world (one process or ``torchrun``; DCP reshards
+the checkpoint), and the result is an evaluation run directory of its own: ``metrics.json``,
+predictions and, when tracking is on, an MLflow run.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from data.dataset import load_dataset
+from data.prepare import PrepareConfig, prepare
+from ranking.checkpoint import latest_checkpoint, load_checkpoint
+from ranking.dist import init_process_group_from_env
+from ranking.sharding import shard_model
+from recsys import rundir
+from recsys.config import load_train_config, train_config_toml
+from recsys.content_setup import load_item_tokens
+from recsys.errors import UsageError
+from recsys.metrics import compute_metrics
+from recsys.model import EM3Model
+from recsys.predict import predictions_frame, score_split
+from recsys.run_artifacts import load_data_state
+from recsys.train import BEST, CHECKPOINTS
+
+SPLITS = ("train", "valid", "test")
+
+
+def evaluate(run: str | Path, data_dir: str | Path, split: str = "test", out: str | Path | None = None,
+             tracking: bool = True, tracking_uri: str | None = None,
+             progress: bool = True) -> dict[str, Any] | None:
+    """Scores ``split`` of ``data_dir`` with the best checkpoint of ``run``; returns the metrics
+    (rank 0) and writes them to the evaluation run directory ``out`` (default RUN/eval-SPLIT)."""
+    run = Path(run)
+    if split not in SPLITS:
+        raise UsageError(f"--split must be one of {SPLITS}, got '{split}'")
+    if not (run / rundir.CONFIG_FILE).is_file():
+        raise UsageError(f"--run {run}: not a training run directory (no {rundir.CONFIG_FILE})")
+    checkpoint = latest_checkpoint(run / CHECKPOINTS / BEST) or latest_checkpoint(run / CHECKPOINTS)
+    if checkpoint is None:
+        raise UsageError(f"--run {run}: no complete checkpoint to evaluate")
+    out = Path(out) if out is not None else run / f"eval-{split}"
+    if (out / rundir.META_FILE).exists():
+        raise UsageError(f"{out} already holds an evaluation; pass another --out")
+    cfg = load_train_config(run / rundir.CONFIG_FILE)
+    cfg.data.dir = str(data_dir)
+    layout, vocabs, prep = load_data_state(run)
+    env = init_process_group_from_env()
+    dataset = load_dataset(data_dir, allow_missing_media=cfg.data.allow_missing_media)
+    prep["fractions"] = tuple(prep.get("fractions", (0.8, 0.1, 0.1)))
+    prepared = prepare(dataset, PrepareConfig(**prep), vocabs=vocabs)
+    if prepared.layout.pooled != layout.pooled or prepared.layout.labels != layout.labels:
+        raise UsageError(f"{data_dir} does not have the features the run was trained on: "
+                         f"run {dict(layout.pooled)} / {layout.labels}, data "
+                         f"{dict(prepared.layout.pooled)} / {prepared.layout.labels}")
+    tokens = load_item_tokens(cfg, dataset, env, progress=progress) if cfg.content.enabled else None
+    model = shard_model(EM3Model(prepared.layout, cfg, tokens, device="meta"), cfg.ranking_config(),
+                        env, print_plan=False)
+    load_checkpoint(checkpoint, model)
+    start = time.perf_counter()
+    probs, rate = score_split(model, prepared, split, cfg.train.eval_batch_size, env.device,
+                              env.rank, env.world_size, progress=progress and env.is_main)
+    if probs is None:
+        return None
+    frame = predictions_frame(prepared, split, probs)
+    metrics = compute_metrics(frame, list(layout.labels), split,
+                              {"train_samples_per_s": None, "eval_samples_per_s": rate * env.world_size})
+    metrics["evaluated"] = {"run": str(run), "checkpoint": checkpoint.name,
+                            "seconds": round(time.perf_counter() - start, 3)}
+    meta = rundir.read_meta(run)
+    rundir.init_run(out, config_toml=train_config_toml(cfg), kind="evaluate", preset=meta.get("preset"),
+                    model_name=None, labels=list(layout.labels), dataset_dir=dataset.root,
+                    dataset_fingerprint=dataset.fingerprint)
+    rundir.write_predictions(out, split, frame, list(layout.labels))
+    rundir.write_metrics(out, metrics)
+    rundir.finish_run(out)
+    if tracking and cfg.tracking.enabled:
+        from recsys.tracking import track_run
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            track_run(out, tracking_uri=tracking_uri or cfg.tracking.uri or None)
+    return metrics

@@ -1,0 +1,115 @@
+"""The EM3 composition: content encoder (Q-Former + LoRA history path) → ranking model, + CIC.
+
+``EM3Model`` is one ``nn.Module`` so that ``DistributedModelParallel`` can wrap it whole: the
+ranking model's TorchRec tables get sharded, everything else (Q-Former, adapters, attention,
+towers, CIC projections) is the dense part that DDP replicates.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from data.batch import Batch, FeatureLayout
+from multimodal.content import HasTokens, ItemContentEncoder
+from multimodal.lora_sequence import LoraSettings
+from multimodal.qformer import QFormerConfig
+from ranking.loss import multitask_bce
+from ranking.model import RankingModel
+from recsys.cic import ContentIdContrastive
+from recsys.config import TrainConfig
+
+
+class EM3Output(NamedTuple):
+    """Forward result.
+
+    Attributes:
+        logits: head → B logits (labels, then retention heads).
+        target_item_emb: B x D target item ID embedding.
+        target_content: B x d target content embedding, or None for the ID-only model.
+    """
+
+    logits: dict[str, torch.Tensor]
+    target_item_emb: torch.Tensor
+    target_content: torch.Tensor | None
+
+
+def qformer_config(cfg: TrainConfig, tokens: HasTokens) -> QFormerConfig:
+    c = cfg.content
+    return QFormerConfig(vision_dim=int(tokens.vision.shape[-1]), text_dim=int(tokens.text.shape[-1]),
+                         variant=c.variant, hidden=c.hidden, layers=c.layers, heads=c.heads,
+                         num_queries=c.num_queries, dropout=c.dropout)
+
+
+class EM3Model(nn.Module):
+    """Content + ranking + CIC, trained end to end.
+
+    Args:
+        layout: feature layout from the data pipeline.
+        cfg: the training config (content section decides whether content is used at all).
+        tokens: the item token features (needed iff ``cfg.content.enabled``).
+        device: ``"meta"`` builds the ranking tables without memory for sharding; the content
+            side is always built for real on CPU (DMP leaves non-meta modules as they are).
+    """
+
+    def __init__(self, layout: FeatureLayout, cfg: TrainConfig, tokens: HasTokens | None = None,
+                 device: str | torch.device = "cpu") -> None:
+        super().__init__()
+        self.cfg = cfg
+        ranking_cfg = cfg.ranking_config()
+        self.ranking = RankingModel(layout, ranking_cfg, device=device)
+        self.content: ItemContentEncoder | None = None
+        self.cic: ContentIdContrastive | None = None
+        self.seq_mode = cfg.content.seq_mode
+        if cfg.content.enabled:
+            if tokens is None:
+                raise ValueError("content is enabled but no token features were given")
+            c = cfg.content
+            # seq_mode "none" never calls the history path; "frozen" keeps the encoder free of
+            # adapters there.
+            self.content = ItemContentEncoder(
+                tokens, qformer_config(cfg, tokens),
+                seq_mode="frozen" if c.seq_mode == "none" else c.seq_mode,
+                lora=LoraSettings(r=c.lora_r, alpha=c.lora_alpha, dropout=c.lora_dropout,
+                                  targets=tuple(c.lora_targets)),
+                dedup=c.dedup, checkpoint_history=c.checkpoint_history)
+        if cfg.uses_cic:
+            self.cic = ContentIdContrastive(cfg.content.hidden, ranking_cfg.embedding_dim,
+                                            proj_dim=cfg.cic.proj_dim, temperature=cfg.cic.temperature)
+
+    def forward(self, batch: Batch) -> EM3Output:
+        target_content = hist_content = None
+        if self.content is not None:
+            if self.seq_mode == "none":
+                target_content = self.content.encode_targets(batch.target_item_rows)
+            else:
+                target_content, hist_content = self.content(
+                    batch.target_item_rows, batch.hist_item_rows, batch.hist_mask)
+        out = self.ranking(batch, target_content, hist_content)
+        return EM3Output(out.logits, out.target_item_emb, target_content)
+
+    def loss(self, out: EM3Output, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        """Σ BCE over heads (masked where censored) + λ · CIC. Returns (total, parts)."""
+        total, per_head = multitask_bce(out.logits, batch.labels, batch.label_masks)
+        parts = {f"bce_{k}": float(v) for k, v in per_head.items()}
+        if self.cic is not None and out.target_content is not None:
+            cic = self.cic(out.target_content, out.target_item_emb, batch.target_item_rows)
+            parts["cic"] = float(cic.detach())
+            total = total + self.cfg.cic.weight * cic
+        parts["loss"] = float(total.detach())
+        return total, parts
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Dense parameter groups with their own learning rates: ranking (dense part of the
+        ranking model + CIC), qformer (base weights), adapters (LoRA). Embedding tables are
+        excluded: their optimizer is fused into the backward pass."""
+        qformer = self.content.qformer_parameters() if self.content is not None else []
+        adapters = self.content.adapter_parameters() if self.content is not None else []
+        content_ids = {id(p) for p in qformer + adapters}
+        ranking = [p for n, p in self.named_parameters()
+                   if p.requires_grad and id(p) not in content_ids and "embedding" not in n
+                   and "sparse_arch" not in n]
+        return {"ranking": ranking, "qformer": [p for p in qformer if p.requires_grad],
+                "adapters": adapters}

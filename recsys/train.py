@@ -1,0 +1,322 @@
+"""EM3 training: one readable loop that runs the same in one process and under ``torchrun``.
+
+Order of things: data → token features → model (ranking tables on ``meta``) → DMP sharding →
+optimizers (fused sparse in backward; AdamW with its own learning rate per dense group) →
+epochs of steps with checkpoints → validation + early stopping → test scoring with the best
+weights → ``metrics.json`` → MLflow. A killed run continues from its last checkpoint with
+``resume=True`` and ends where an uninterrupted run would have ended (CPU, same seed).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
+
+from data.dataset import load_dataset
+from data.loader import BatchLoader
+from data.prepare import PrepareConfig, prepare
+from ranking.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from ranking.dist import DistEnv, init_process_group_from_env
+from ranking.optim import dense_parameters
+from ranking.sharding import shard_model
+from recsys import rundir
+from recsys.config import TrainConfig, train_config_toml
+from recsys.content_setup import load_item_tokens
+from recsys.errors import UsageError
+from recsys.metrics import compute_metrics
+from recsys.model import EM3Model
+from recsys.perf import count_flops, mfu, peak_flops
+from recsys.predict import predictions_frame, score_split
+from recsys.run_artifacts import save_data_state
+
+CHECKPOINTS = "checkpoints"
+BEST = "best"
+
+
+@dataclass
+class TrainState:
+    """Where training stands; saved in every checkpoint so a resumed run continues exactly."""
+
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    step: int = 0
+    best: float | None = None
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    stopped_early: bool = False
+    train_samples_per_s: float = 0.0
+    flops_per_sample: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def _set_rng_state(s: dict[str, Any]) -> None:
+    random.setstate(s["python"])
+    np.random.set_state(s["numpy"])
+    torch.set_rng_state(s["torch"])
+
+
+def build_optimizer(model: torch.nn.Module, em3: EM3Model, cfg: TrainConfig) -> CombinedOptimizer:
+    """Fused sparse optimizer (from DMP) + one AdamW over the dense groups, each group with its
+    own learning rate: ranking tower and CIC, Q-Former base weights, LoRA adapters."""
+    dense = dense_parameters(model)
+    groups = em3.param_groups()
+    qformer_ids = {id(p) for p in groups["qformer"]}
+    adapter_ids = {id(p) for p in groups["adapters"]}
+    lrs = {"ranking": cfg.ranking.dense_lr, "qformer": cfg.optim.qformer_lr,
+           "adapters": cfg.optim.adapter_lr}
+
+    def factory(params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        by_group: dict[str, list[torch.nn.Parameter]] = {"ranking": [], "qformer": [], "adapters": []}
+        for p in params:
+            key = "qformer" if id(p) in qformer_ids else "adapters" if id(p) in adapter_ids else "ranking"
+            by_group[key].append(p)
+        return torch.optim.AdamW([{"params": ps, "lr": lrs[k], "name": k}
+                                  for k, ps in by_group.items() if ps],
+                                 weight_decay=cfg.optim.weight_decay)
+
+    parts = [("sparse", model.fused_optimizer)] if hasattr(model, "fused_optimizer") else []
+    parts.append(("dense", KeyedOptimizerWrapper(dense, factory)))
+    return CombinedOptimizer(parts)
+
+
+def _autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def _score(metrics: dict[str, Any], label: str, name: str) -> float | None:
+    """The early-stopping score of a validation result (higher is better)."""
+    value = metrics["labels"][label].get(name)
+    return None if value is None else (-value if name == "logloss" else value)
+
+
+class Trainer:
+    """Holds the model, optimizer, data and state of one training run."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, env: DistEnv, progress: bool = True) -> None:
+        self.cfg, self.run_dir, self.env = cfg, run_dir, env
+        self.progress = progress and env.is_main
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        seed_everything(cfg.train.seed)
+        self.dataset = load_dataset(cfg.data.dir, allow_missing_media=cfg.data.allow_missing_media)
+        self.prepared = prepare(self.dataset, PrepareConfig(max_history=cfg.data.max_history,
+                                                            split=cfg.data.split))
+        self.label = self.prepared.layout.labels[0]
+        tokens = load_item_tokens(cfg, self.dataset, env, progress=self.progress) \
+            if cfg.content.enabled else None
+        seed_everything(cfg.train.seed)
+        self.em3 = EM3Model(self.prepared.layout, cfg, tokens, device="meta")
+        self.model = shard_model(self.em3, cfg.ranking_config(), env, print_plan=self.progress)
+        self.optimizer = build_optimizer(self.model, self.em3, cfg)
+        self.loader = BatchLoader(self.prepared, "train", cfg.train.batch_size, shuffle=True,
+                                  seed=cfg.train.seed, rank=env.rank, world_size=env.world_size,
+                                  drop_last=env.world_size > 1)
+        self.state = TrainState()
+        self.peak = peak_flops(env.device)
+
+    # ---- checkpoints -------------------------------------------------------------------------
+    def save(self) -> None:
+        extra = {"state": asdict(self.state), "rng": _rng_state()}
+        save_checkpoint(self.run_dir / CHECKPOINTS, self.model, self.optimizer, extra,
+                        step=self.state.step, keep_last=2)
+
+    def restore(self) -> bool:
+        path = latest_checkpoint(self.run_dir / CHECKPOINTS)
+        if path is None:
+            return False
+        extra = load_checkpoint(path, self.model, self.optimizer)
+        self.state = TrainState(**extra["state"])
+        _set_rng_state(extra["rng"])
+        if self.env.is_main:
+            # history.jsonl may hold epochs finished after this checkpoint: the state's copy
+            # is the truth, and those epochs will be trained again.
+            text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in self.state.history)
+            rundir.atomic_write_text(self.run_dir / rundir.HISTORY_FILE, text)
+            print(f"resumed from {path.name}: epoch {self.state.epoch}, "
+                  f"batch {self.state.batch_in_epoch}, step {self.state.step}", flush=True)
+        return True
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def train_step(self, batch) -> dict[str, float]:
+        with _autocast(self.env.device):
+            out = self.model(batch)
+            loss, parts = self.em3.loss(out, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.optim.grad_clip > 0:
+            dense = [p for p in self.optimizer.optimizers[-1][1].params.values() if p.grad is not None]
+            torch.nn.utils.clip_grad_norm_(dense, self.cfg.optim.grad_clip)
+        self.optimizer.step()
+        return parts
+
+    def run_epoch(self) -> tuple[float, float]:
+        """Trains the rest of the current epoch; returns (mean loss, global samples/s)."""
+        st, cfg = self.state, self.cfg
+        self.loader.set_epoch(st.epoch)
+        self.model.train()
+        limit = len(self.loader) if cfg.train.max_steps_per_epoch == 0 else \
+            min(len(self.loader), cfg.train.max_steps_per_epoch)
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=limit, initial=st.batch_in_epoch, desc=f"epoch {st.epoch + 1}/"
+                       f"{cfg.train.epochs}", unit="batch", mininterval=1.0, leave=False)
+        losses, samples, start = [], 0, time.perf_counter()
+        for i, batch in enumerate(self.loader):
+            if i >= limit:
+                break
+            if i < st.batch_in_epoch:  # already trained before the run was interrupted
+                continue
+            batch = batch.to(self.env.device)
+            parts: dict[str, float] = {}
+            if st.flops_per_sample == 0.0:  # first step: also count its FLOPs (for MFU)
+                flops = count_flops(lambda b=batch, out=parts: out.update(self.train_step(b)))
+                st.flops_per_sample = flops / batch.size
+            else:
+                parts = self.train_step(batch)
+            losses.append(parts["loss"])
+            samples += batch.size * self.env.world_size
+            st.batch_in_epoch, st.step = i + 1, st.step + 1
+            if bar is not None:
+                rate = samples / max(time.perf_counter() - start, 1e-9)
+                bar.set_postfix(loss=f"{parts['loss']:.4f}", samples_s=f"{rate:,.0f}", refresh=False)
+                bar.update(1)
+            if cfg.train.checkpoint_every and st.step % cfg.train.checkpoint_every == 0:
+                self.save()
+        if bar is not None:
+            bar.close()
+        elapsed = time.perf_counter() - start
+        return (float(np.mean(losses)) if losses else float("nan")), samples / max(elapsed, 1e-9)
+
+    def validate(self) -> tuple[dict[str, Any] | None, float]:
+        probs, rate = score_split(self.model, self.prepared, "valid", self.cfg.train.eval_batch_size,
+                                  self.env.device, self.env.rank, self.env.world_size)
+        if probs is None:
+            return None, rate
+        return compute_metrics(predictions_frame(self.prepared, "valid", probs),
+                               list(self.prepared.layout.labels), "valid"), rate
+
+    def fit(self) -> None:
+        st, cfg = self.state, self.cfg
+        while st.epoch < cfg.train.epochs and not st.stopped_early:
+            loss, rate = self.run_epoch()
+            st.train_samples_per_s = rate
+            metrics, _ = self.validate()
+            score = None
+            if self.env.is_main:
+                score = _score(metrics, self.label, cfg.train.early_stop_metric)
+            score = _broadcast(score, self.env)
+            improved = score is not None and (st.best is None or score > st.best)
+            record = {"epoch": st.epoch + 1, "step": st.step, "train_loss": loss,
+                      "samples_per_s": rate, "mfu": mfu(st.flops_per_sample, rate, self.peak),
+                      "valid": metrics}
+            st.history.append(record)
+            if improved:
+                st.best, st.best_epoch, st.bad_epochs = score, st.epoch, 0
+            else:
+                st.bad_epochs += 1
+                st.stopped_early = st.bad_epochs > cfg.train.patience
+            st.epoch, st.batch_in_epoch = st.epoch + 1, 0
+            if improved:
+                save_checkpoint(self.run_dir / CHECKPOINTS / BEST, self.model, None,
+                                {"epoch": st.epoch}, step=st.step, keep_last=1)
+            self.save()
+            if self.env.is_main:
+                rundir.append_history(self.run_dir, record)
+                value = metrics["labels"][self.label].get(cfg.train.early_stop_metric)
+                print(f"epoch {st.epoch}: loss {loss:.4f}, {rate:,.0f} samples/s, valid "
+                      f"{self.label} {cfg.train.early_stop_metric} {value}"
+                      f"{' (best)' if improved else ''}", flush=True)
+
+    def test(self) -> dict[str, Any] | None:
+        """Scores the test split with the best weights; writes predictions and metrics.json."""
+        best = latest_checkpoint(self.run_dir / CHECKPOINTS / BEST)
+        if best is not None:
+            load_checkpoint(best, self.model)
+        probs, eval_rate = score_split(self.model, self.prepared, "test", self.cfg.train.eval_batch_size,
+                                       self.env.device, self.env.rank, self.env.world_size)
+        if probs is None:
+            return None
+        frame = predictions_frame(self.prepared, "test", probs)
+        st = self.state
+        throughput = {"train_samples_per_s": st.train_samples_per_s,
+                      "eval_samples_per_s": eval_rate * self.env.world_size,
+                      "flops_per_sample": st.flops_per_sample,
+                      "mfu": mfu(st.flops_per_sample, st.train_samples_per_s, self.peak)}
+        metrics = compute_metrics(frame, list(self.prepared.layout.labels), "test", throughput)
+        metrics["best_epoch"] = st.best_epoch + 1
+        rundir.write_predictions(self.run_dir, "test", frame, list(self.prepared.layout.labels))
+        rundir.write_metrics(self.run_dir, metrics)
+        return metrics
+
+
+def _broadcast(value: Any, env: DistEnv) -> Any:
+    if env.world_size == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, preset: str | None = None,
+          progress: bool = True) -> dict[str, Any] | None:
+    """Trains ``cfg`` into ``run_dir``; returns the test metrics on rank 0 (None elsewhere)."""
+    if not cfg.data.dir:
+        raise UsageError("no dataset: pass --data DIR or set data.dir in the config")
+    run_dir = Path(run_dir)
+    env = init_process_group_from_env()
+    exists = (run_dir / rundir.META_FILE).is_file()
+    if exists and not resume:
+        raise UsageError(f"{run_dir} already holds a run; pass --resume to continue it or "
+                         "choose another --out")
+    if resume and not exists:
+        raise UsageError(f"--resume: {run_dir} holds no run to continue")
+    if resume and rundir.read_meta(run_dir).get("status") == "finished":
+        raise UsageError(f"--resume: the run in {run_dir} has already finished")
+    trainer = Trainer(cfg, run_dir, env, progress)
+    if env.is_main and not exists:
+        rundir.init_run(run_dir, config_toml=train_config_toml(cfg), kind="train", preset=preset,
+                        model_name=cfg.tracking.model_name, labels=list(trainer.prepared.layout.labels),
+                        dataset_dir=trainer.dataset.root, dataset_fingerprint=trainer.dataset.fingerprint)
+        save_data_state(run_dir, trainer.prepared)
+    _broadcast(None, env)  # the run dir exists before any rank writes checkpoints into it
+    if resume:
+        trainer.restore()
+    try:
+        trainer.fit()
+        metrics = trainer.test()
+    except BaseException:
+        if env.is_main:
+            rundir.update_meta(run_dir, status="failed")
+        raise
+    if env.is_main:
+        rundir.finish_run(run_dir)
+        if cfg.tracking.enabled:
+            from recsys.tracking import track_run
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("default")
+                track_run(run_dir, tracking_uri=cfg.tracking.uri or None,
+                          model_name=cfg.tracking.model_name)
+    return metrics
