@@ -1,0 +1,134 @@
+"""Mini-batches of a prepared split: numpy arrays made once, tensors and KJTs made per batch.
+
+Sharding across ranks: the (optionally shuffled) row order of an epoch is cut into
+``world_size`` contiguous blocks of exactly ``n // world_size`` rows. The remainder — fewer
+than ``world_size`` rows, different ones every shuffled epoch — is DROPPED, not wrapped:
+wrapping would hand the same row to two ranks in one epoch, and unequal blocks would give
+ranks different batch counts and deadlock collective ops. Evaluation that must score every
+row runs with ``world_size=1``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import polars as pl
+import torch
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from data.batch import HISTORY_FEATURE, ITEM_FEATURE, Batch
+from data.prepare import Prepared, index_column
+from data.sequences import HISTORY_COLUMN
+
+
+class BatchLoader:
+    """Iterates ``Batch`` es of one split of a ``Prepared`` dataset.
+
+    The split's columns become numpy arrays once, at construction. The history is kept ragged
+    (flat values + offsets, as in the frame) and padded per batch: a padded N x L matrix would
+    take N·L·8 bytes — 4 GB for 10M rows at L = 50 — where the ragged form takes the real
+    history length.
+    """
+
+    def __init__(self, prepared: Prepared, split: str, batch_size: int, shuffle: bool = False,
+                 seed: int = 0, rank: int = 0, world_size: int = 1, drop_last: bool = False) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+        self.layout = prepared.layout
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
+        self.epoch = 0
+
+        frame = prepared.frame.filter(pl.col("split") == split)
+        self.num_rows = frame.height
+        self._pooled_keys = list(self.layout.pooled)
+        # N x F, one column per pooled feature in layout order.
+        self._pooled = np.stack(
+            [frame[index_column(f)].to_numpy() for f in self._pooled_keys], axis=1
+        ).astype(np.int64) if self._pooled_keys else np.zeros((self.num_rows, 0), np.int64)
+        self._item_index = frame[index_column(ITEM_FEATURE)].to_numpy().astype(np.int64)
+        self._item_rows = frame["item_row"].to_numpy().astype(np.int64)
+        history = frame[HISTORY_COLUMN]
+        self._hist_len = history.list.len().to_numpy().astype(np.int64)
+        self._hist_start = np.concatenate([[0], np.cumsum(self._hist_len)[:-1]]).astype(np.int64)
+        self._hist_rows = history.explode(empty_as_null=False, keep_nulls=False).to_numpy()
+        self._hist_rows = self._hist_rows.astype(np.int64)
+        self._hist_index = prepared.item_index_by_row()[self._hist_rows]
+
+        self._labels = {name: frame[name].cast(pl.Float32).to_numpy() for name in self.layout.labels}
+        self._masks: dict[str, np.ndarray] = {}
+        for name in self.layout.retention_labels:
+            # A censored row has label 0 and mask False: it is in the batch for the other
+            # heads, but must not count as "did not return".
+            self._labels[name] = frame[name].fill_null(0).cast(pl.Float32).to_numpy()
+            self._masks[name] = frame[name].is_not_null().to_numpy()
+        self._user_key = frame["user_key"].to_numpy().astype(np.int64)
+        self._row_id = frame["row_id"].to_numpy().astype(np.int64)
+
+    @property
+    def rows_per_rank(self) -> int:
+        return self.num_rows // self.world_size
+
+    def set_epoch(self, epoch: int) -> None:
+        """Selects the shuffle of ``epoch``; call before iterating, on every rank alike."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.rows_per_rank, self.batch_size)
+        return full + (1 if rest and not self.drop_last else 0)
+
+    def _rank_rows(self) -> np.ndarray:
+        """This rank's row positions for the current epoch (same count on every rank)."""
+        order = (np.random.default_rng((self.seed, self.epoch)).permutation(self.num_rows)
+                 if self.shuffle else np.arange(self.num_rows))
+        per_rank = self.rows_per_rank
+        return order[self.rank * per_rank:(self.rank + 1) * per_rank]
+
+    def __iter__(self) -> Iterator[Batch]:
+        rows = self._rank_rows()
+        for b in range(len(self)):
+            yield self.batch_at(rows[b * self.batch_size:(b + 1) * self.batch_size])
+
+    def batch_at(self, idx: np.ndarray) -> Batch:
+        """The batch of the split's rows at positions ``idx`` (B long, split order; repeats
+        allowed): what evaluation uses to give every rank equal-size batches."""
+        size, max_len = len(idx), self.layout.max_history
+        # Pad the ragged history of these rows to B x L (left-aligned, most recent first).
+        lengths = self._hist_len[idx]
+        mask = np.arange(max_len)[None, :] < lengths[:, None]
+        flat_pos = np.where(mask, self._hist_start[idx][:, None] + np.arange(max_len)[None, :], 0)
+        hist_rows = np.where(mask, self._hist_rows[flat_pos] if len(self._hist_rows) else 0, 0)
+        hist_index = self._hist_index[flat_pos[mask]]  # row-major: row by row, most recent first
+
+        pooled = self._pooled[idx]  # B x F; a KJT is key-major, hence the transpose
+        pooled_kjt = KeyedJaggedTensor(
+            keys=self._pooled_keys,
+            values=torch.from_numpy(np.ascontiguousarray(pooled.T).reshape(-1)),
+            lengths=torch.ones(size * len(self._pooled_keys), dtype=torch.int32),
+            stride=size,
+        )
+        sequence_kjt = KeyedJaggedTensor(
+            keys=[ITEM_FEATURE, HISTORY_FEATURE],
+            values=torch.from_numpy(np.concatenate([self._item_index[idx], hist_index])),
+            lengths=torch.from_numpy(
+                np.concatenate([np.ones(size, np.int32), lengths.astype(np.int32)])
+            ),
+            stride=size,
+        )
+        labels = {name: torch.from_numpy(values[idx]) for name, values in self._labels.items()}
+        masks = {name: torch.ones(size, dtype=torch.bool) for name in self.layout.labels}
+        masks |= {name: torch.from_numpy(m[idx]) for name, m in self._masks.items()}
+        return Batch(
+            pooled=pooled_kjt,
+            sequence=sequence_kjt,
+            hist_mask=torch.from_numpy(mask),
+            target_item_rows=torch.from_numpy(self._item_rows[idx]),
+            hist_item_rows=torch.from_numpy(hist_rows.astype(np.int64)),
+            labels=labels,
+            label_masks=masks,
+            user_key=torch.from_numpy(self._user_key[idx]),
+            row_id=torch.from_numpy(self._row_id[idx]),
+        )

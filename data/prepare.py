@@ -1,0 +1,139 @@
+"""From a loaded dataset to the model-ready frame: split, history, flags, labels, vocabularies.
+
+``prepare`` is the one place that decides which derived column comes from which function, so
+that training, evaluation and the benchmarks all see the same data (DESIGN.md §4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import polars as pl
+
+from data.batch import ITEM_FEATURE, RETENTION_LABELS, USER_FEATURE, FeatureLayout
+from data.coldstart import add_cold_flags
+from data.dataset import Dataset
+from data.retention import add_retention_labels
+from data.sequences import add_history
+from data.split import leave_last_out, time_split
+from data.vocab import Vocab
+
+SPLIT_METHODS = ("time", "leave_last_out")
+
+
+def index_column(feature: str) -> str:
+    """Name of the column holding the vocabulary indices of ``feature``: ``idx_<feature>``."""
+    return f"idx_{feature}"
+
+
+@dataclass
+class PrepareConfig:
+    """How derived data is made.
+
+    Attributes:
+        max_history: L, the longest behaviour sequence kept per row.
+        split: "time" (global 80/10/10 by time) or "leave_last_out" (per user).
+        fractions: train/valid/test fractions of the time split.
+        retention: derive the retention labels (return_7d/14d, lt7/14).
+        min_count: a value needs this many train rows to get its own vocabulary index.
+    """
+
+    max_history: int = 50
+    split: str = "time"
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    retention: bool = True
+    min_count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLIT_METHODS:
+            raise ValueError(f"split must be one of {SPLIT_METHODS}, got {self.split!r}")
+        if self.max_history < 1 or self.min_count < 1:
+            raise ValueError("max_history and min_count must be >= 1")
+        self.fractions = tuple(float(f) for f in self.fractions)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "fractions": list(self.fractions)}
+
+
+@dataclass
+class Prepared:
+    """A dataset with every derived column, its vocabularies and the model's feature layout.
+
+    ``frame`` holds the canonical interaction columns plus: the joined ``item_<c>`` and
+    ``user_<c>`` categoricals, ``split``, ``hist_rows``, ``cold_item``, ``cold_user``, the
+    retention columns (when configured), ``idx_<feature>`` per vocabulary and ``user_key``.
+    """
+
+    dataset: Dataset
+    frame: pl.DataFrame
+    vocabs: dict[str, Vocab]
+    layout: FeatureLayout
+    config: PrepareConfig = field(default_factory=PrepareConfig)
+
+    def item_index_by_row(self) -> np.ndarray:
+        """Item vocabulary index of every item table row (0 for items never seen in train):
+        maps ``hist_rows`` to the ``hist_item`` ID feature."""
+        return self.vocabs[ITEM_FEATURE].encode(self.dataset.items["item_id"]).to_numpy()
+
+
+def _join_side_features(dataset: Dataset) -> pl.DataFrame:
+    """Interactions with the target item's and the user's categoricals joined on."""
+    inter = dataset.interactions
+    if dataset.item_features:
+        items = dataset.items.select("item_row", *dataset.item_features)
+        inter = inter.join(items, on="item_row", how="left", maintain_order="left")
+    if dataset.users is not None and dataset.user_features:
+        users = dataset.users.select(
+            pl.col("user_id").cast(inter.schema["user_id"], strict=False), *dataset.user_features
+        )
+        # A user missing from the user table keeps null categoricals, encoded as OOV.
+        inter = inter.join(users, on="user_id", how="left", maintain_order="left")
+    return inter
+
+
+def pooled_features(dataset: Dataset) -> list[str]:
+    """Pooled ID features in FeatureLayout order: user, user_<c>, item_<c>, ctx_<c>."""
+    return [USER_FEATURE, *dataset.user_features, *dataset.item_features, *dataset.context_features]
+
+
+def prepare(dataset: Dataset, config: PrepareConfig | None = None,
+            vocabs: dict[str, Vocab] | None = None) -> Prepared:
+    """Derives split, history (primary label), cold flags, retention labels and vocabularies.
+
+    ``vocabs``: use these vocabularies (a trained run's) instead of building them on train, so
+    ids are encoded exactly as the model saw them.
+    """
+    config = config or PrepareConfig()
+    frame = _join_side_features(dataset)
+    frame = (time_split(frame, config.fractions) if config.split == "time"
+             else leave_last_out(frame))
+    frame = add_history(frame, dataset.primary_label, config.max_history)
+    frame = add_cold_flags(frame)
+    if config.retention:
+        frame = add_retention_labels(frame)
+
+    # Vocabularies see train rows only: an id first met in valid/test is OOV, as it would be
+    # for a model serving traffic it was not trained on.
+    sources = {USER_FEATURE: "user_id", ITEM_FEATURE: "item_id"}
+    sources |= {f: f for f in pooled_features(dataset) if f != USER_FEATURE}
+    train = frame.filter(pl.col("split") == "train")
+    if vocabs is None:
+        vocabs = {name: Vocab.build(name, train[col], config.min_count) for name, col in sources.items()}
+    missing = set(sources) - set(vocabs)
+    if missing:
+        raise ValueError(f"vocabularies missing for features {sorted(missing)}")
+    frame = frame.with_columns(
+        *[vocabs[name].encode(frame[col]).alias(index_column(name)) for name, col in sources.items()],
+        # Dense over the whole log (cold users too), so GAUC can group any split by it.
+        (pl.col("user_id").rank("dense").cast(pl.Int64) - 1).alias("user_key"),
+    )
+    layout = FeatureLayout(
+        pooled={name: vocabs[name].size for name in pooled_features(dataset)},
+        item_vocab_size=vocabs[ITEM_FEATURE].size,
+        max_history=config.max_history,
+        labels=tuple(dataset.labels),
+        retention_labels=RETENTION_LABELS if config.retention else (),
+        num_items=dataset.items.height,
+    )
+    return Prepared(dataset=dataset, frame=frame, vocabs=vocabs, layout=layout, config=config)

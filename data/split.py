@@ -1,0 +1,73 @@
+"""Train / valid / test splits of the canonical interactions (DESIGN.md §4, "split").
+
+Both splits are deterministic: rows are ordered by ``(ts, row_id)``, so a tie in time is broken
+by source row order rather than by whatever order a sort happened to leave.
+"""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+
+SPLITS = ("train", "valid", "test")
+
+
+def _check_fractions(fractions: tuple[float, float, float]) -> None:
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-9:
+        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
+
+
+def split_cuts(n: int, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> tuple[int, int]:
+    """Row counts ``(n_train, n_train + n_valid)`` of a time split of ``n`` rows.
+
+    Cumulative fractions are rounded half up (not each part), so the parts always sum to ``n``.
+    """
+    _check_fractions(fractions)
+    return math.floor(n * fractions[0] + 0.5), math.floor(n * (fractions[0] + fractions[1]) + 0.5)
+
+
+def time_split(inter: pl.DataFrame, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> pl.DataFrame:
+    """Adds ``split`` (String): the first 80% of rows in time order are train, the next 10%
+    valid, the last 10% test (for the default fractions).
+
+    The split is by row count, so rows sharing a timestamp at a boundary may fall on both sides
+    of it (ordered by ``row_id``); no train row is ever later than a valid row, and no valid row
+    later than a test row. Input row order is kept.
+    """
+    cut_valid, cut_test = split_cuts(inter.height, fractions)
+    # The rows at the two cut positions in (ts, row_id) order are found with one sort of two
+    # columns; every row is then placed by comparing its key with theirs (row_id is unique).
+    keys = inter.select("ts", "row_id").sort("ts", "row_id")
+
+    def earlier_than(position: int) -> pl.Expr:
+        """True for the first ``position`` rows in time order."""
+        if position >= inter.height:
+            return pl.lit(True)
+        ts, row_id = keys.row(position)
+        return (pl.col("ts") < ts) | ((pl.col("ts") == ts) & (pl.col("row_id") < row_id))
+
+    return inter.with_columns(
+        pl.when(earlier_than(cut_valid)).then(pl.lit("train"))
+        .when(earlier_than(cut_test)).then(pl.lit("valid"))
+        .otherwise(pl.lit("test"))
+        .alias("split")
+    )
+
+
+def leave_last_out(inter: pl.DataFrame) -> pl.DataFrame:
+    """Adds ``split`` per user: the user's last interaction (by ``ts``, then ``row_id``) is test,
+    the second to last valid, the rest train.
+
+    A user with one interaction has it in test, one with two has one in valid and one in test:
+    such users are cold in the train split, which is what leave-last-out evaluation measures.
+    Input row order is kept.
+    """
+    # Position of each row among its user's rows counted from the end (0 = last).
+    from_end = pl.arg_sort_by("ts", "row_id", descending=True).arg_sort().over("user_id")
+    return inter.with_columns(
+        pl.when(from_end == 0).then(pl.lit("test"))
+        .when(from_end == 1).then(pl.lit("valid"))
+        .otherwise(pl.lit("train"))
+        .alias("split")
+    )
