@@ -1,0 +1,57 @@
+"""``recsys select``: compare challengers with the champion and move the ``champion`` alias."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "select", help="pick the A/B candidate among the versions of a registered model",
+        description="Compare every undecided version of registered model NAME with the version "
+        "holding the 'champion' alias, on the same evaluation rows (predictions/<split>.parquet "
+        "of each version's run, joined on row_id), by a paired bootstrap over users: mean gain, "
+        "(1 - alpha) interval and p-value. A challenger is promoted (it gets 'champion', the old "
+        "champion gets 'previous-champion') only when its gain is at least --min-gain and "
+        "significant (p < --alpha). Without a champion the first candidate becomes champion. "
+        "Every decision is recorded as version tags and as a run in the 'recsys-selection' "
+        "experiment (read it back with --history). Prints a JSON report.")
+    parser.add_argument("--model", required=True, metavar="NAME", help="registered model name")
+    parser.add_argument("--metric", default=None,
+                        help="metric path as in metrics.json: labels.<label>.{gauc,auc,logloss,"
+                        "auc_cold_item,auc_cold_user} or retention.{return_7d,return_14d}.auc "
+                        "(default: labels.<primary label>.gauc; logloss gains are reductions)")
+    parser.add_argument("--min-gain", type=float, default=0.0,
+                        help="smallest gain worth an A/B test (default 0)")
+    parser.add_argument("--alpha", type=float, default=0.05,
+                        help="significance level of the two-sided bootstrap test (default 0.05)")
+    parser.add_argument("--n-boot", type=int, default=1000,
+                        help="bootstrap resamples of the users (default 1000)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--split", default="test",
+                        help="evaluated split whose predictions are compared (default test)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="decide and print, but move no alias and record nothing")
+    parser.add_argument("--history", action="store_true",
+                        help="print the recorded decisions (who was champion when) and exit")
+    parser.add_argument("--tracking-uri", default=None,
+                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
+                        "sqlite:///<cwd>/mlflow.db)")
+    parser.set_defaults(func=run_select)
+
+
+def run_select(args: argparse.Namespace) -> int:
+    # downloads of two parquet files do not need a progress bar on stderr
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from recsys.selection import champion_history, select
+
+    if args.history:
+        out = {"model": args.model, "history": champion_history(args.model, args.tracking_uri)}
+    else:
+        out = select(args.model, metric=args.metric, min_gain=args.min_gain, alpha=args.alpha,
+                     dry_run=args.dry_run, tracking_uri=args.tracking_uri, n_boot=args.n_boot,
+                     seed=args.seed, split=args.split)
+    print(json.dumps(out, indent=2))
+    return 0

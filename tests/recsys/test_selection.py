@@ -1,0 +1,186 @@
+"""Candidate selection: the paired bootstrap's numbers, and the decisions on a real MLflow
+SQLite store where the right answer is known by construction."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+from mlflow import MlflowClient
+from scipy.stats import norm
+
+from recsys.commands import select_cmd
+from recsys.errors import UsageError
+from recsys.metrics import auc, gauc, logloss
+from recsys.selection import champion_history, champion_version, select
+from recsys.selection_stats import (
+    MetricSpec,
+    _multiplicities,
+    _replicate_fn,
+    paired_bootstrap,
+    parse_metric,
+)
+from recsys.tracking import track_run
+from tests.recsys.run_fixtures import fresh_store, make_run, truth_frame, with_predictions
+
+GAUC = MetricSpec("labels.like.gauc", "like", "gauc")
+
+
+def _binormal(rng, users, rows, mu_a, mu_b, rho=0.5):
+    """Per-row labels and two correlated scores whose per-user AUCs are Φ(μ/√2) exactly in
+    expectation (positives ~ N(μ, 1), negatives ~ N(0, 1))."""
+    n = users * rows
+    y = (rng.random(n) < 0.4).astype(np.int8)
+    e1, e2 = rng.normal(size=(2, n))
+    return (y, mu_a * y + e1, mu_b * y + rho * e1 + np.sqrt(1 - rho**2) * e2,
+            np.repeat(np.arange(users), rows))
+
+
+def test_bootstrap_interval_covers_the_true_difference():
+    true_gain = norm.cdf(0.9 / np.sqrt(2)) - norm.cdf(0.6 / np.sqrt(2))
+    rng = np.random.default_rng(0)
+    covered, sims = 0, 60
+    for s in range(sims):
+        y, pa, pb, users = _binormal(rng, users=150, rows=10, mu_a=0.6, mu_b=0.9)
+        res = paired_bootstrap(GAUC, y, pa, pb, users, n_boot=300, seed=s)
+        covered += res.ci_low <= true_gain <= res.ci_high
+        if s == 0:
+            assert res.ci_level == pytest.approx(0.95)
+            assert res.gain == pytest.approx(gauc(y, pb, users)[0] - gauc(y, pa, users)[0])
+            assert res.ci_low <= res.gain_boot_mean <= res.ci_high
+    assert covered / sims >= 0.85  # nominal 0.95; 0.85 is > 3 sd below it for 60 runs
+
+
+def test_identical_models_give_zero_gain_and_p_one():
+    y, pa, _, users = _binormal(np.random.default_rng(1), 50, 8, 1.0, 1.0)
+    res = paired_bootstrap(GAUC, y, pa, pa.copy(), users, n_boot=200)
+    assert res.gain == 0 and res.ci_low == 0 == res.ci_high and res.p_value == 1.0
+
+
+@pytest.mark.parametrize("kind", ["gauc", "auc", "logloss"])
+def test_replicates_equal_the_metric_on_materialised_resamples(kind):
+    """A replicate with multiplicities c must equal the metric recomputed on the rows of the
+    resampled users, each copy of a user being a separate user."""
+    rng = np.random.default_rng(3)
+    y, p, _, users = _binormal(rng, 40, 6, 1.0, 1.0)
+    p = np.round(1 / (1 + np.exp(-p)), 2)  # probabilities with ties
+    _, fn = _replicate_fn(MetricSpec("m", "like", kind), y, p, users, 40)
+    c = _multiplicities(rng, 40, 5)
+    assert (c.sum(axis=1) == 40).all()
+    got = fn(c.astype(float))
+    for b in range(5):
+        idx, groups = [], []
+        for u in range(40):
+            for copy in range(c[b, u]):
+                idx.append(np.flatnonzero(users == u))
+                groups.append(np.full(6, u * 100 + copy))
+        idx, groups = np.concatenate(idx), np.concatenate(groups)
+        if kind == "gauc":
+            want = gauc(y[idx], p[idx], groups)[0]
+        else:
+            want = (auc if kind == "auc" else logloss)(y[idx], p[idx])
+        assert got[b] == pytest.approx(want, abs=1e-12)
+
+
+def test_parse_metric_accepts_and_refuses():
+    cols = ["like", "pred_like", "cold_item", "return_7d", "pred_return_7d"]
+    assert parse_metric("labels.like.auc_cold_item", cols).subset == "cold_item"
+    assert not parse_metric("labels.like.logloss", cols).higher_is_better
+    assert parse_metric("retention.return_7d.auc", cols).head == "return_7d"
+    for bad in ("labels.like.f1", "labels.click.gauc", "retention.lt7_spearman", "x"):
+        with pytest.raises(ValueError):
+            parse_metric(bad, cols)
+
+
+@pytest.fixture(scope="module")
+def truth():
+    return truth_frame(n_users=150, rows_per_user=20, seed=5)
+
+
+@pytest.fixture
+def store(tmp_path, tmp_path_factory):
+    return fresh_store(tmp_path, tmp_path_factory.getbasetemp())
+
+
+def _register(tmp_path, store, model, name, preds):
+    result = track_run(make_run(tmp_path, name, preds, model_name=model, epochs=1), store)
+    assert result.synced
+    return result.model_version
+
+
+def _cli(argv):
+    parser = argparse.ArgumentParser(prog="recsys")
+    select_cmd.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_selection_promotes_only_a_significant_winner(tmp_path, store, truth, capsys):
+    base = with_predictions(truth, noise=2.5, seed=1)
+    winner = with_predictions(truth, noise=0.5, seed=2)
+    for name, preds in (("v1-base", base), ("v2-winner", winner), ("v3-tie", winner),
+                        ("v4-worse", with_predictions(truth, noise=5.0, seed=3))):
+        _register(tmp_path, store, "ctr", name, preds)
+
+    dry = select("ctr", tracking_uri=store, n_boot=300, dry_run=True)
+    client = MlflowClient(store)
+    assert champion_version(client, "ctr") is None and champion_history("ctr", store) == []
+
+    assert _cli(["select", "--model", "ctr", "--tracking-uri", store, "--n-boot", "300"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["metric"] == "labels.like.gauc" and report["champion_after"] == "2"
+    assert [(d["version"], d["decision"], d["compared_with"]) for d in report["decisions"]] == [
+        ("1", "initial", None), ("2", "promoted", "1"), ("3", "kept", "2"), ("4", "kept", "2")]
+    assert [d["decision"] for d in dry["decisions"]] == ["initial", "promoted", "kept", "kept"]
+    v2, v3, v4 = report["decisions"][1:]
+    assert v2["gain"] > 0.02 and v2["ci_low"] > 0 and v2["p_value"] < 0.05
+    assert v3["gain"] == 0 and v3["p_value"] == 1.0  # a tie is not promoted
+    assert v4["gain"] < 0 and v4["ci_high"] < 0  # a worse one is not promoted
+    metrics = json.loads((tmp_path / "v2-winner" / "metrics.json").read_text())
+    assert v2["challenger_metric"] == pytest.approx(metrics["labels"]["like"]["gauc"], abs=1e-12)
+
+    assert champion_version(client, "ctr") == "2"
+    assert champion_version(client, "ctr", "previous-champion") == "1"
+    assert client.get_model_version("ctr", "3").tags["selection.decision"] == "kept"
+    history = champion_history("ctr", store)
+    assert [(h["version"], h["champion_after"]) for h in history] == [
+        ("1", "1"), ("2", "2"), ("3", "2"), ("4", "2")]
+
+    # everything is decided: a second call changes nothing
+    assert select("ctr", tracking_uri=store, n_boot=300)["decisions"] == []
+    # a new candidate is compared with the current champion
+    _register(tmp_path, store, "ctr", "v5-best", with_predictions(truth, noise=0.0, seed=4))
+    later = select("ctr", tracking_uri=store, n_boot=300, min_gain=0.5)
+    assert later["decisions"][0]["compared_with"] == "2"
+    assert later["decisions"][0]["decision"] == "kept" and "below the minimum" in \
+        later["decisions"][0]["reason"]
+    assert _cli(["select", "--model", "ctr", "--history", "--tracking-uri", store]) == 0
+    assert len(json.loads(capsys.readouterr().out)["history"]) == 5
+
+
+def test_selection_refuses_different_rows_and_bad_metrics(tmp_path, store, truth):
+    preds = with_predictions(truth, noise=1.0)
+    _register(tmp_path, store, "rank", "a", preds)
+    _register(tmp_path, store, "rank", "b", preds.filter(pl.col("row_id") % 10 != 0))
+    with pytest.raises(UsageError, match="other rows"):
+        select("rank", tracking_uri=store, n_boot=50)
+    client = MlflowClient(store)
+    assert champion_version(client, "rank") is None  # refused before anything changed
+    with pytest.raises(UsageError, match="not selectable"):
+        select("rank", metric="labels.like.f1", tracking_uri=store)
+    with pytest.raises(UsageError, match="no registered model"):
+        select("missing", tracking_uri=store)
+
+
+def test_selection_on_retention_auc_uses_uncensored_rows(tmp_path, store, truth):
+    for name, noise in (("a", 3.0), ("b", 0.3)):
+        _register(tmp_path, store, "ret", name, with_predictions(truth, noise=noise))
+    report = select("ret", metric="retention.return_7d.auc", tracking_uri=store, n_boot=200,
+                    dry_run=True)
+    d = report["decisions"][1]
+    uncensored = truth.filter(pl.col("return_7d").is_not_null())
+    assert d["rows"] == uncensored.height < truth.height
+    assert d["decision"] == "promoted"
