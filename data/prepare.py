@@ -14,7 +14,7 @@ import polars as pl
 from data.batch import ITEM_FEATURE, RETENTION_LABELS, USER_FEATURE, FeatureLayout
 from data.coldstart import add_cold_flags
 from data.dataset import Dataset
-from data.retention import add_retention_labels
+from data.retention import SECONDS_PER_DAY, add_retention_labels
 from data.sequences import add_history
 from data.split import leave_last_out, time_split
 from data.vocab import Vocab
@@ -37,6 +37,10 @@ class PrepareConfig:
         fractions: train/valid/test fractions of the time split.
         retention: derive the retention labels (return_7d/14d, lt7/14).
         min_count: a value needs this many train rows to get its own vocabulary index.
+        tail_days: rows of the log's last ``tail_days`` days get split ``"tail"``: they are in
+            no train/valid/test split, but they are the future that labels the retention of the
+            rows before them (and they feed histories). With 0, the test split is the log's
+            end and every test row is censored for retention; 14 lets test rows mature.
     """
 
     max_history: int = 50
@@ -44,8 +48,11 @@ class PrepareConfig:
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     retention: bool = True
     min_count: int = 1
+    tail_days: int = 0
 
     def __post_init__(self) -> None:
+        if self.tail_days < 0:
+            raise ValueError(f"tail_days must be >= 0, got {self.tail_days}")
         if self.split not in SPLIT_METHODS:
             raise ValueError(f"split must be one of {SPLIT_METHODS}, got {self.split!r}")
         if self.max_history < 1 or self.min_count < 1:
@@ -92,6 +99,25 @@ def _join_side_features(dataset: Dataset) -> pl.DataFrame:
     return inter
 
 
+def _split(frame: pl.DataFrame, config: PrepareConfig) -> pl.DataFrame:
+    """Adds ``split``; rows of the last ``tail_days`` days are ``"tail"`` (see PrepareConfig)."""
+
+    def split(f: pl.DataFrame) -> pl.DataFrame:
+        return time_split(f, config.fractions) if config.split == "time" else leave_last_out(f)
+
+    if config.tail_days == 0:
+        return split(frame)
+    day = pl.col("ts") // SECONDS_PER_DAY
+    last_day = frame.select(day.max()).item()
+    in_tail = day > last_day - config.tail_days
+    head = frame.filter(~in_tail)
+    if head.height == 0:
+        raise ValueError(f"tail_days={config.tail_days} leaves no rows before the tail "
+                         f"(the log spans {last_day - frame.select(day.min()).item() + 1} days)")
+    tail = frame.filter(in_tail).with_columns(pl.lit("tail").alias("split"))
+    return pl.concat([split(head), tail], how="vertical_relaxed").sort("row_id")
+
+
 def pooled_features(dataset: Dataset) -> list[str]:
     """Pooled ID features in FeatureLayout order: user, user_<c>, item_<c>, ctx_<c>."""
     return [USER_FEATURE, *dataset.user_features, *dataset.item_features, *dataset.context_features]
@@ -106,8 +132,7 @@ def prepare(dataset: Dataset, config: PrepareConfig | None = None,
     """
     config = config or PrepareConfig()
     frame = _join_side_features(dataset)
-    frame = (time_split(frame, config.fractions) if config.split == "time"
-             else leave_last_out(frame))
+    frame = _split(frame, config)
     frame = add_history(frame, dataset.primary_label, config.max_history)
     frame = add_cold_flags(frame)
     if config.retention:

@@ -43,14 +43,14 @@ def _knob(default: Any, help: str) -> Any:
 class SynthConfig:
     """Every knob of the synthetic world (docs/synthetic_world.md explains each)."""
 
-    n_users: int = _knob(2000, "number of users")
+    n_users: int = _knob(1600, "number of users")
     n_items: int = _knob(1500, "number of items")
-    n_days: int = _knob(60, "days covered by the log")
+    n_days: int = _knob(75, "days covered by the log")
     n_topics: int = _knob(12, "latent item topics")
     seed: int = _knob(0, "seed of every random draw")
     start_epoch: int = _knob(1_704_067_200, "timestamp of day 0, 00:00 UTC (2024-01-01)")
-    cold_item_share: float = _knob(0.2, "share of items released late (cold start)")
-    cold_release_share: float = _knob(0.15, "cold items are released in this last share of days")
+    cold_item_share: float = _knob(0.25, "share of items released late (cold start)")
+    cold_release_share: float = _knob(0.3, "cold items are released in this last share of days")
     n_brands: int = _knob(40, "item brands (categorical)")
     brand_quality_share: float = _knob(0.25, "share of quality variance explained by brand")
     missing_image_share: float = _knob(0.05, "share of items without an image")

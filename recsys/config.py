@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from data.prepare import PrepareConfig
 from ranking.config import RankingConfig
 from recsys.config_io import config_to_dict, load_config, to_toml
 
@@ -25,6 +26,8 @@ class DataSection:
     dir: str = ""  # dataset directory; `--data` on the command line sets it
     max_history: int = field(default=20, metadata=_min(1))
     split: Literal["time", "leave_last_out"] = "time"
+    # The log's last days only label retention (see data.prepare.PrepareConfig.tail_days).
+    tail_days: int = field(default=14, metadata=_min(0))
     allow_missing_media: bool = False
 
 
@@ -113,6 +116,10 @@ class TrainConfig:
     @property
     def uses_cic(self) -> bool:
         return self.content.enabled and self.cic.weight > 0
+
+    def prepare_config(self) -> PrepareConfig:
+        return PrepareConfig(max_history=self.data.max_history, split=self.data.split,
+                             tail_days=self.data.tail_days)
 
     def ranking_config(self) -> RankingConfig:
         """The ranking config with the content wiring derived from the content section."""

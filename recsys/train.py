@@ -24,7 +24,7 @@ from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 
 from data.dataset import load_dataset
 from data.loader import BatchLoader
-from data.prepare import PrepareConfig, prepare
+from data.prepare import prepare
 from ranking.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from ranking.dist import DistEnv, init_process_group_from_env
 from ranking.optim import dense_parameters
@@ -119,8 +119,7 @@ class Trainer:
             torch.set_num_threads(cfg.train.threads)
         seed_everything(cfg.train.seed)
         self.dataset = load_dataset(cfg.data.dir, allow_missing_media=cfg.data.allow_missing_media)
-        self.prepared = prepare(self.dataset, PrepareConfig(max_history=cfg.data.max_history,
-                                                            split=cfg.data.split))
+        self.prepared = prepare(self.dataset, cfg.prepare_config())
         self.label = self.prepared.layout.labels[0]
         tokens = load_item_tokens(cfg, self.dataset, env, progress=self.progress) \
             if cfg.content.enabled else None

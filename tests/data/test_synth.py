@@ -16,9 +16,11 @@ from data.errors import DataError
 from data.synth import DAY, SynthConfig, main, simulate, synthesize
 from data.synth_media import render_image, topic_vocabulary
 
-TINY = SynthConfig(n_users=60, n_items=80, n_days=20, seed=3)
+TINY = SynthConfig(n_users=60, n_items=80, n_days=20, seed=3, cold_item_share=0.2,
+                   cold_release_share=0.15)
 # Big enough for signal checks to be stable, small enough to simulate in a fraction of a second.
-MEDIUM = SynthConfig(n_users=600, n_items=300, n_days=40, seed=11)
+MEDIUM = SynthConfig(n_users=600, n_items=300, n_days=40, seed=11, cold_item_share=0.2,
+                     cold_release_share=0.15)
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +178,7 @@ def test_default_world_has_the_documented_size() -> None:
     world = simulate(SynthConfig())
     rows = world.interactions
     assert 150_000 <= rows.height <= 250_000
-    assert rows["user_id"].n_unique() == 2000
+    assert rows["user_id"].n_unique() == 1600
     assert 0.08 < rows["click"].mean() < 0.25 and 0.03 < rows["like"].mean() < 0.15
 
 
