@@ -7,6 +7,7 @@ stderr with exit status 2 and no traceback; other exceptions are real bugs and k
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import warnings
 
@@ -29,10 +30,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_library_noise() -> None:
+    """Silences warnings that say nothing actionable to a user of this toolkit.
+
+    - fbgemm's dense (data-parallel) embedding lookup has its backward in C++ without an
+      Autograd-key registration, so torch warns on every backward; the tables do train
+      (tests/ranking checks that a step changes them).
+    - torch.fx's is_fx_tracing notice, the planner's per-table chatter, and FutureWarnings
+      raised inside torchrec / torch.distributed.
+    """
+    warnings.filterwarnings("ignore", message=".*dense_embedding_codegen_lookup_function.*")
+    warnings.filterwarnings("ignore", message=".*is_fx_tracing.*")
+    warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated.*")
+    # Deprecation notices inside torchrec / torch.distributed (ShardedTensor, DDP arguments):
+    # ours to track when upgrading the locked stack, not the user's to act on.
+    for module in ("torchrec", "torch.distributed"):
+        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
+    for name in ("torch.fx._symbolic_trace", "torchrec", "root"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    warnings.filterwarnings("ignore", message=".*is_fx_tracing.*")
+    quiet_library_noise()
     try:
         return int(args.func(args) or 0)
     except (DataError, UsageError) as err:

@@ -1,0 +1,167 @@
+"""EM3 end-to-end training: learning, CIC, kill-and-resume, two processes, evaluation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from data.dataset import load_dataset
+from data.loader import BatchLoader
+from data.prepare import prepare
+from recsys.config import load_train_config
+from recsys.model import EM3Model
+from recsys.train import train
+from tests.recsys.train_fixtures import REPO, TINY, make_world, recsys_cmd, run_recsys, set_args
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    return make_world(tmp_path_factory.mktemp("train"))
+
+
+@pytest.fixture(scope="module")
+def em3_run(world: Path, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("runs") / "em3"
+    cfg = load_train_config("em3", [*TINY, f'data.dir="{world}"'])
+    metrics = train(cfg, out, preset="em3", progress=False)
+    return out, metrics
+
+
+def test_em3_learns_and_writes_a_complete_run(em3_run):
+    out, metrics = em3_run
+    click = metrics["labels"]["click"]
+    assert click["auc"] > 0.6, click
+    assert click["gauc"] is not None and click["auc_cold_item"] is not None
+    assert metrics["retention"]["return_7d"]["rows"] > 0
+    assert metrics["retention"]["return_7d"]["auc"] is not None
+    on_disk = json.loads((out / "metrics.json").read_text())
+    assert on_disk["labels"]["click"]["auc"] == pytest.approx(click["auc"])
+    assert on_disk["throughput"]["train_samples_per_s"] > 0
+    assert 0 < on_disk["throughput"]["mfu"] < 1
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert (out / "predictions" / "test.parquet").is_file()
+    assert json.loads((out / "run.json").read_text())["status"] == "finished"
+
+
+def test_cic_gives_the_qformer_gradients_and_falls(world):
+    torch.manual_seed(0)
+    cfg = load_train_config("em3", [*TINY, f'data.dir="{world}"', "cic.weight=1.0"])
+    dataset = load_dataset(world)
+    prepared = prepare(dataset, cfg.prepare_config())
+    from multimodal.token_cache import build_token_cache
+    from recsys.content_setup import TokenCache
+
+    build_token_cache(dataset, vision="tiny", text="tiny", tokens=8, progress=False)
+    tokens = TokenCache.for_dataset(dataset, tokens=8).tensors
+    model = EM3Model(prepared.layout, cfg, tokens)
+    batches = list(BatchLoader(prepared, "train", 256, shuffle=True, seed=0))
+    out = model(batches[0])
+    cic = model.cic(out.target_content, out.target_item_emb, batches[0].target_item_rows)
+    cic.backward()
+    grads = [p.grad for p in model.content.qformer_parameters() if p.grad is not None]
+    assert grads and sum(float(g.abs().sum()) for g in grads) > 0
+
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    fixed = batches[0]
+    losses = []
+    for _ in range(40):
+        out = model(fixed)
+        loss = model.cic(out.target_content, out.target_item_emb, fixed.target_item_rows)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.6 * losses[0], losses[::10]
+
+
+def test_killed_run_resumes_to_the_same_result(world, tmp_path):
+    args = ["train", "em3", "--data", str(world), "--quiet",
+            *set_args([*TINY, "train.checkpoint_every=3"])]
+    straight = tmp_path / "straight"
+    done = run_recsys(*args, "--out", str(straight))
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(recsys_cmd(*args, "--out", str(killed)), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    # Kill once a mid-epoch checkpoint exists (step 6 of ~30 per epoch).
+    while not list((killed / "checkpoints").glob("step_*[6-9]")) and time.time() < deadline:
+        assert proc.poll() is None, "training ended before it could be killed"
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "metrics.json").exists()
+
+    resumed = run_recsys(*args, "--out", str(killed), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from step_" in resumed.stdout
+    a = json.loads((straight / "metrics.json").read_text())
+    b = json.loads((killed / "metrics.json").read_text())
+    for label in ("click", "like"):
+        for key in ("auc", "gauc", "logloss", "auc_cold_item"):
+            assert b["labels"][label][key] == pytest.approx(a["labels"][label][key], abs=1e-6), (label, key)
+    hist = (killed / "history.jsonl").read_text().splitlines()
+    assert [json.loads(h)["epoch"] for h in hist] == [1, 2]
+
+
+@pytest.mark.slow
+def test_two_process_torchrun_training_writes_metrics(world, tmp_path):
+    out = tmp_path / "dist"
+    cmd = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "recsys",
+           "train", "em3", "--data", str(world), "--out", str(out), "--quiet",
+           *set_args([*TINY, "train.epochs=1"])]
+    import sys
+
+    proc = subprocess.run([sys.executable, *cmd], cwd=REPO, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    test_rows = metrics["rows"]
+    assert test_rows > 1000  # every test row scored once, none lost to the rank split
+    assert metrics["labels"]["click"]["auc"] > 0.55
+    # Both ranks wrote their shards of each checkpoint.
+    step = sorted((out / "checkpoints").glob("step_*"))[-1]
+    assert json.loads((step / "meta.json").read_text())["world_size"] == 2
+
+
+def test_evaluate_scores_a_split_with_the_run_vocabularies(em3_run, world, tmp_path):
+    run, metrics = em3_run
+    out = tmp_path / "eval"
+    proc = run_recsys("evaluate", "--run", str(run), "--data", str(world), "--out", str(out),
+                      "--no-track", "--quiet")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    evaluated = json.loads((out / "metrics.json").read_text())
+    assert evaluated["labels"]["click"]["auc"] == pytest.approx(metrics["labels"]["click"]["auc"], abs=1e-6)
+    assert (out / "predictions" / "test.parquet").is_file()
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("train.epochs=-1", "train.epochs: must be >= 1, got -1"),
+    ("content.seq_mode=\"sideways\"", "content.seq_mode: must be one of"),
+    ("train.batchsize=3", "train.batchsize: unknown key"),
+    ("train.batch_size=\"big\"", "train.batch_size: must be an integer"),
+])
+def test_bad_config_value_is_one_clear_message_and_exit_2(world, tmp_path, override, message):
+    proc = run_recsys("train", "em3", "--data", str(world), "--out", str(tmp_path / "r"),
+                      "--set", override, timeout=120)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_ablation_presets_resolve_to_their_variants():
+    seq = {p: load_train_config(p).content.seq_mode for p in
+           ("em3", "em3_frozen_seq", "em3_full_seq", "em3_no_content_seq", "em3_no_cic")}
+    assert seq == {"em3": "lora", "em3_frozen_seq": "frozen", "em3_full_seq": "full",
+                   "em3_no_content_seq": "none", "em3_no_cic": "lora"}
+    assert load_train_config("em3_no_cic").cic.weight == 0.0
+    assert not load_train_config("id_only").content.enabled
