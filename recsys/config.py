@@ -52,7 +52,9 @@ class ContentSection:
     lora_dropout: float = field(default=0.0, metadata={"min": 0.0, "max": 0.99})
     lora_targets: list[str] = field(default_factory=lambda: ["query", "value"])
     dedup: bool = True
-    checkpoint_history: bool = False
+    # None = the encoder's default: recompute the history pass in backward for lora (the
+    # memory saving of the LoRA path comes from this), keep activations otherwise.
+    checkpoint_history: bool | None = None
 
 
 @dataclass

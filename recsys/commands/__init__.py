@@ -6,7 +6,7 @@ function ``(args) -> int`` (the exit status). Add a new command by appending it 
 
 from __future__ import annotations
 
-from recsys.commands import data_cmd, demo_cmd, select_cmd, track_cmd, train_cmd
+from recsys.commands import data_cmd, demo_cmd, features, select_cmd, track_cmd, train_cmd
 
-COMMANDS = [demo_cmd.register, data_cmd.register, train_cmd.register, select_cmd.register,
-            track_cmd.register]
+COMMANDS = [demo_cmd.register, data_cmd.register, features.register, train_cmd.register,
+            select_cmd.register, track_cmd.register]

@@ -1,0 +1,177 @@
+"""Token cache: round trip, modality masks, resume after interruption, stale refusal, vectors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from conftest import ITEMS, write_dataset
+
+from data.dataset import load_dataset
+from data.errors import DataError
+from multimodal.content import ItemContentEncoder
+from multimodal.encoders import tiny_text_encoder, tiny_vision_encoder
+from multimodal.fingerprint import content_fingerprint
+from multimodal.preprocess import load_rgb
+from multimodal.qformer import QFormerConfig
+from multimodal.token_cache import (
+    TokenCache,
+    build_token_cache,
+    cache_settings,
+    default_cache_dir,
+)
+
+TOKENS = 8
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[Path, Path]:
+    """One complete cache shared by the read-only tests: (dataset dir, cache dir)."""
+    root = write_dataset(tmp_path_factory.mktemp("cache") / "ds")
+    return root, build_token_cache(root, tokens=TOKENS, batch_size=3, progress=False)
+
+
+def test_round_trip_matches_the_encoders_and_masks_missing_media(built):
+    root, out = built
+    assert out == default_cache_dir(root, "tiny", "tiny", TOKENS)
+    assert out.parent == root / ".cache" and out.name.startswith("tokens-")
+    cache = TokenCache.open(out)
+    # tiny vision: 16 patches + CLS; budget 8 = CLS + a 2 x 3 pooled grid = 7 tokens.
+    assert cache.vision.shape == (ITEMS, 7, 32) and cache.vision.dtype == torch.float16
+    assert cache.text.shape == (ITEMS, TOKENS, 32) and cache.text_mask.dtype == torch.bool
+    assert cache.vision_mask[3].sum() == 0 and cache.vision_mask[[0, 1, 2, 4, 5, 6]].all()
+    assert cache.text_mask[5].sum() == 0 and cache.text_mask[[0, 1, 2, 3, 4, 6]].any(dim=1).all()
+    assert cache.vision[3].abs().sum() == 0 and cache.text[5].abs().sum() == 0
+    m = cache.manifest
+    assert m["status"] == "complete" and m["num_items"] == ITEMS
+    assert (m["vision"]["tokens"], m["vision"]["dim"], m["vision"]["missing"]) == (7, 32, 1)
+    assert (m["text"]["tokens"], m["text"]["dim"], m["text"]["missing"]) == (TOKENS, 32, 1)
+    assert m["settings"] == cache_settings("tiny", "tiny", TOKENS)
+    items = load_dataset(root).items
+    assert m["fingerprint"] == content_fingerprint(items)
+    # Rows hold exactly what the frozen encoders produce for that item (stored as fp16).
+    image = items["image"][4]
+    expected_v = tiny_vision_encoder().encode([load_rgb(image)], TOKENS)[0].half()
+    torch.testing.assert_close(cache.vision[4], expected_v, rtol=0, atol=0)
+    hidden, mask = tiny_text_encoder().encode([items["text"][6]], TOKENS)
+    torch.testing.assert_close(cache.text[6], (hidden[0] * mask[0, :, None]).half(), rtol=0, atol=0)
+    assert torch.equal(cache.text_mask[6], mask[0])
+
+
+def test_complete_cache_is_reused_and_opened_memory_mapped(built):
+    root, out = built
+    before = (out / "vision.f16").stat().st_mtime_ns
+    assert build_token_cache(root, tokens=TOKENS, progress=False) == out
+    assert (out / "vision.f16").stat().st_mtime_ns == before
+    ds = load_dataset(root)
+    cache = TokenCache.for_dataset(ds, tokens=TOKENS)
+    assert cache.vision.is_shared()  # a file mapping, not a copy in process memory
+    cache.vision[0, 0, 0] = 123.0  # private mapping: the file is never modified through it
+    assert TokenCache.open(out).vision[0, 0, 0] != 123.0
+
+
+def test_interrupted_build_refuses_to_open_then_resumes_to_identical_content(built, tmp_path):
+    _, reference = built
+    root = write_dataset(tmp_path / "ds")
+    out = tmp_path / "cache"
+
+    def stop_after_first_batch(done: int, total: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_token_cache(root, out, tokens=TOKENS, batch_size=3, progress=False,
+                          on_batch=stop_after_first_batch)
+    assert json.loads((out / "manifest.json").read_text())["status"] == "building"
+    with pytest.raises(DataError, match=r"incomplete \(3 of 7 items encoded\)"):
+        TokenCache.open(out)
+    seen: list[int] = []
+    build_token_cache(root, out, tokens=TOKENS, batch_size=3, progress=False,
+                      on_batch=lambda done, total: seen.append(done))
+    assert seen == [6, 7]  # only the 4 remaining items were encoded
+    resumed, fresh = TokenCache.open(out), TokenCache.open(reference)
+    for key in ("vision", "vision_mask", "text", "text_mask"):
+        assert torch.equal(getattr(resumed, key), getattr(fresh, key)), key
+
+
+def test_stale_and_mismatched_caches_are_refused_with_the_mismatch_named(built, tmp_path):
+    root = tmp_path / "ds"
+    shutil.copytree(built[0], root, ignore=shutil.ignore_patterns(".cache"))
+    out = build_token_cache(root, tokens=TOKENS, batch_size=4, progress=False)
+    old_fingerprint = content_fingerprint(load_dataset(root).items)
+    # Media change: same table, different poster bytes.
+    load_rgb(root / "img" / "0.png").rotate(90).save(root / "img" / "0.png")
+    new = load_dataset(root)
+    assert content_fingerprint(new.items) != old_fingerprint
+    with pytest.raises(DataError, match="item table/media fingerprint") as err:
+        TokenCache.for_dataset(new, tokens=TOKENS)
+    assert "--force" in str(err.value)
+    with pytest.raises(DataError, match="existing token cache does not match: item table/media"):
+        build_token_cache(new, out, tokens=TOKENS, progress=False)
+    with pytest.raises(DataError, match="token budget: cache has 8, expected 4"):
+        TokenCache.open(out, expect_settings=cache_settings("tiny", "tiny", 4))
+    # --force rebuilds; the rebuilt cache matches the new data.
+    build_token_cache(new, out, tokens=TOKENS, progress=False, overwrite=True)
+    assert TokenCache.for_dataset(new, tokens=TOKENS).fingerprint == content_fingerprint(new.items)
+    # A truncated data file is refused too.
+    with (out / "text.f16").open("r+b") as fh:
+        fh.truncate(10)
+    with pytest.raises(DataError, match="text.f16: has 10 bytes"):
+        TokenCache.open(out)
+    with pytest.raises(DataError, match="no token cache here"):
+        TokenCache.open(tmp_path / "nowhere")
+
+
+def test_unreadable_image_is_masked_only_when_allowed(tmp_path):
+    root = write_dataset(tmp_path / "ds")
+    (root / "img" / "2.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match="--allow-missing-media"):
+        build_token_cache(root, tokens=4, progress=False)
+    with pytest.warns(UserWarning, match="treated as missing"):
+        out = build_token_cache(root, tokens=4, progress=False, allow_missing_media=True)
+    cache = TokenCache.open(out)
+    assert not cache.vision_mask[2].any() and not cache.vision_mask[3].any()
+    assert cache.manifest["vision"]["missing"] == 2
+
+
+def test_precomputed_vectors_become_length_one_tokens(tmp_path):
+    root = write_dataset(tmp_path / "ds")
+    rng = np.random.default_rng(0)
+    # .npy: row i = item id i (MMRec); ids are 100..106, so rows 100.. exist; 104 is NaN.
+    image_table = rng.normal(size=(110, 5)).astype(np.float32)
+    image_table[104] = np.nan
+    np.save(root / "image_feat.npy", image_table)
+    # .parquet keyed by item_id; item 101 absent, item 102 all zeros (filler), 103 null.
+    text_vecs = rng.normal(size=(ITEMS, 3)).astype(np.float32)
+    text_vecs[2] = 0.0
+    ids = [i for i in range(100, 100 + ITEMS) if i != 101]
+    rows = [None if i == 103 else text_vecs[i - 100].tolist() for i in ids]
+    pl.DataFrame({"item_id": ids, "vec": rows}).write_parquet(root / "text_feat.parquet")
+    out = build_token_cache(root, vision=str(root / "image_feat.npy"),
+                            text=str(root / "text_feat.parquet"), tokens=TOKENS, progress=False)
+    cache = TokenCache.open(out)
+    assert cache.vision.shape == (ITEMS, 1, 5) and cache.text.shape == (ITEMS, 1, 3)
+    assert cache.vision_mask[:, 0].tolist() == [True, True, True, True, False, True, True]
+    assert cache.text_mask[:, 0].tolist() == [True, False, False, False, True, True, True]
+    torch.testing.assert_close(cache.vision[0, 0], torch.from_numpy(image_table[100]).half())
+    torch.testing.assert_close(cache.text[6, 0], torch.from_numpy(text_vecs[6]).half())
+    assert cache.manifest["settings"]["vision"]["kind"] == "vectors"
+    assert "content" in cache.manifest["settings"]["vision"]  # file content is in the identity
+
+
+def test_content_encoder_reads_the_cache_and_image_less_items_get_finite_embeddings(built):
+    cache = TokenCache.open(built[1])
+    cfg = QFormerConfig(vision_dim=cache.vision_dim, text_dim=cache.text_dim, hidden=16, heads=2,
+                        num_queries=2, dropout=0.0)
+    model = ItemContentEncoder(cache, cfg, seq_mode="lora")
+    target = torch.tensor([3, 5, 0])  # no image, no text, both
+    hist = torch.tensor([[3, 5, 0], [1, 0, 0], [6, 3, 0]])
+    mask = torch.tensor([[True, True, True], [True, False, False], [True, True, False]])
+    t, h = model(target, hist, mask)
+    assert torch.isfinite(t).all() and torch.isfinite(h).all()
+    assert not torch.allclose(t[0], t[2]) and not torch.allclose(t[1], t[2])
+    torch.testing.assert_close(h[0, 0], t[0])  # adapters start at zero: same as the target path
