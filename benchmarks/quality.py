@@ -1,0 +1,123 @@
+"""Quality benchmark: id_only vs EM3 and its ablations, several seeds, on real and synthetic data.
+
+    python benchmarks/quality.py [--datasets synth movielens] [--presets ...] [--seeds 0 1 2]
+
+For each dataset × preset × seed it trains with ``recsys train`` (each run in its own process,
+tracking off) and reads the run's test ``metrics.json``. It prints mean ± std of AUC, GAUC and
+cold-item AUC of the primary label and writes ``benchmarks/results/quality.json``. MovieLens is
+read from the project's shared data folder (``../shared/data/movielens-small``) and skipped
+cleanly when absent; it is prepared once into ``benchmarks/.data`` (git-ignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.common import print_table, target, write_results  # noqa: E402
+
+PRESETS = ("id_only", "em3", "em3_no_cic", "em3_frozen_seq", "em3_full_seq", "em3_no_content_seq")
+WORK = REPO / "benchmarks" / ".data"
+MOVIELENS = REPO.parent / "shared" / "data" / "movielens-small"
+METRICS = ("auc", "gauc", "auc_cold_item")
+
+
+def dataset_dir(name: str) -> Path | None:
+    """The prepared dataset directory, building it on first use; None when the source is absent."""
+    out = WORK / name
+    if (out / "dataset.toml").is_file():
+        return out
+    if name == "synth":
+        from data.synth import SynthConfig, synthesize
+
+        return synthesize(out, SynthConfig())
+    if name == "movielens":
+        if not (MOVIELENS / "ratings.csv").is_file():
+            print(f"movielens: {MOVIELENS} is absent, skipped")
+            return None
+        from data.adapters.movielens import prepare_movielens
+
+        posters = MOVIELENS / "posters"
+        return prepare_movielens(MOVIELENS, out, posters=posters if posters.is_dir() else None, log=None)
+    raise ValueError(f"unknown dataset {name}")
+
+
+def train_once(data: Path, preset: str, seed: int, run_dir: Path, overrides: list[str]) -> dict:
+    if not (run_dir / "metrics.json").is_file():
+        args = [sys.executable, "-m", "recsys", "train", preset, "--data", str(data), "--out",
+                str(run_dir), "--no-track", "--quiet", "--set", f"train.seed={seed}"]
+        for o in overrides:
+            args += ["--set", o]
+        proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{preset} seed {seed} failed:\n{proc.stderr[-3000:]}")
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def summarise(values: list[float | None]) -> tuple[float | None, float | None]:
+    clean = [v for v in values if v is not None]
+    if not clean:
+        return None, None
+    return statistics.fmean(clean), (statistics.stdev(clean) if len(clean) > 1 else 0.0)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=["synth", "movielens"])
+    parser.add_argument("--presets", nargs="+", default=list(PRESETS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        help="config override for every run")
+    args = parser.parse_args()
+
+    rows, raw = [], {}
+    for name in args.datasets:
+        data = dataset_dir(name)
+        if data is None:
+            continue
+        for preset in args.presets:
+            runs = []
+            for seed in args.seeds:
+                t0 = time.perf_counter()
+                m = train_once(data, preset, seed, WORK / "runs" / name / f"{preset}-s{seed}", args.overrides)
+                label = next(iter(m["labels"]))
+                runs.append({"seed": seed, "label": label, "seconds": round(time.perf_counter() - t0, 1),
+                             **{k: m["labels"][label][k] for k in METRICS},
+                             "train_samples_per_s": m["throughput"]["train_samples_per_s"]})
+                print(f"{name} {preset} seed {seed}: " + ", ".join(
+                    f"{k} {runs[-1][k]:.4f}" for k in METRICS if runs[-1][k] is not None), flush=True)
+            raw[f"{name}/{preset}"] = runs
+            row = {"dataset": name, "preset": preset, "label": runs[0]["label"], "seeds": len(runs)}
+            for k in METRICS:
+                mean, std = summarise([r[k] for r in runs])
+                row[k], row[f"{k}_std"] = mean, std
+            rows.append(row)
+
+    print_table(rows, ["dataset", "preset", "label", "seeds", "auc", "auc_std", "gauc", "gauc_std",
+                       "auc_cold_item", "auc_cold_item_std"])
+    targets = []
+    for name in args.datasets:
+        by = {r["preset"]: r for r in rows if r["dataset"] == name}
+        if "id_only" in by and "em3" in by and by["em3"]["auc_cold_item"] is not None:
+            targets.append(target(f"{name}_em3_minus_id_only_auc_cold_item",
+                                  by["em3"]["auc_cold_item"] - by["id_only"]["auc_cold_item"], ">=", 0.01))
+            targets.append(target(f"{name}_em3_minus_id_only_auc",
+                                  by["em3"]["auc"] - by["id_only"]["auc"], ">=", -0.002))
+    for t in targets:
+        print(f"target {t['name']}: {t['value']:+.4f} ({t['target']}) {'met' if t['met'] else 'NOT met'}")
+    command = "python benchmarks/quality.py " + " ".join(sys.argv[1:])
+    path = write_results("quality", rows, targets, command.strip(), {"runs": raw})
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
