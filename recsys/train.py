@@ -168,8 +168,9 @@ class Trainer:
         self.optimizer.step()
         return parts
 
-    def run_epoch(self) -> tuple[float, float]:
-        """Trains the rest of the current epoch; returns (mean loss, global samples/s)."""
+    def run_epoch(self) -> tuple[dict[str, float], float]:
+        """Trains the rest of the current epoch; returns (mean of each loss part, global
+        samples/s). The parts are the total ``loss``, ``bce_<head>`` and ``cic``."""
         st, cfg = self.state, self.cfg
         self.loader.set_epoch(st.epoch)
         self.model.train()
@@ -181,7 +182,8 @@ class Trainer:
 
             bar = tqdm(total=limit, initial=st.batch_in_epoch, desc=f"epoch {st.epoch + 1}/"
                        f"{cfg.train.epochs}", unit="batch", mininterval=1.0, leave=False)
-        losses, samples, start = [], 0, time.perf_counter()
+        sums: dict[str, float] = {}
+        steps, samples, start = 0, 0, time.perf_counter()
         for i, batch in enumerate(self.loader):
             if i >= limit:
                 break
@@ -194,7 +196,9 @@ class Trainer:
                 st.flops_per_sample = flops / batch.size
             else:
                 parts = self.train_step(batch)
-            losses.append(parts["loss"])
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + v
+            steps += 1
             samples += batch.size * self.env.world_size
             st.batch_in_epoch, st.step = i + 1, st.step + 1
             if bar is not None:
@@ -206,7 +210,7 @@ class Trainer:
         if bar is not None:
             bar.close()
         elapsed = time.perf_counter() - start
-        return (float(np.mean(losses)) if losses else float("nan")), samples / max(elapsed, 1e-9)
+        return {k: v / steps for k, v in sums.items()}, samples / max(elapsed, 1e-9)
 
     def validate(self) -> tuple[dict[str, Any] | None, float]:
         probs, rate = score_split(self.model, self.prepared, "valid", self.cfg.train.eval_batch_size,
@@ -219,7 +223,8 @@ class Trainer:
     def fit(self) -> None:
         st, cfg = self.state, self.cfg
         while st.epoch < cfg.train.epochs and not st.stopped_early:
-            loss, rate = self.run_epoch()
+            parts, rate = self.run_epoch()
+            loss = parts.get("loss", float("nan"))
             st.train_samples_per_s = rate
             metrics, _ = self.validate()
             score = None
@@ -228,7 +233,7 @@ class Trainer:
             score = _broadcast(score, self.env)
             improved = score is not None and (st.best is None or score > st.best)
             record = {"epoch": st.epoch + 1, "step": st.step, "train_loss": loss,
-                      "samples_per_s": rate, "mfu": mfu(st.flops_per_sample, rate, self.peak),
+                      "train_parts": parts, "samples_per_s": rate, "mfu": mfu(st.flops_per_sample, rate, self.peak),
                       "valid": metrics}
             st.history.append(record)
             if improved:

@@ -47,6 +47,9 @@ def test_em3_learns_and_writes_a_complete_run(em3_run):
     assert 0 < on_disk["throughput"]["mfu"] < 1
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [1, 2]
+    # The contrastive loss is part of the objective and falls as training aligns content and IDs.
+    assert history[1]["train_parts"]["cic"] < history[0]["train_parts"]["cic"]
+    assert history[1]["train_loss"] < history[0]["train_loss"]
     assert (out / "predictions" / "test.parquet").is_file()
     assert json.loads((out / "run.json").read_text())["status"] == "finished"
 
@@ -78,8 +81,8 @@ def test_cic_gives_the_qformer_gradients_and_falls(world):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
-    assert losses[-1] < 0.6 * losses[0], losses[::10]
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.8 * losses[0], losses[::10]
 
 
 def test_killed_run_resumes_to_the_same_result(world, tmp_path):
@@ -118,7 +121,8 @@ def test_two_process_torchrun_training_writes_metrics(world, tmp_path):
     out = tmp_path / "dist"
     cmd = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "recsys",
            "train", "em3", "--data", str(world), "--out", str(out), "--quiet",
-           *set_args([*TINY, "train.epochs=1"])]
+           # 2 ranks x 128 rows = the global batch of the one-process runs above.
+           *set_args([*TINY, "train.batch_size=128"])]
     import sys
 
     proc = subprocess.run([sys.executable, *cmd], cwd=REPO, capture_output=True, text=True,
@@ -127,7 +131,7 @@ def test_two_process_torchrun_training_writes_metrics(world, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     test_rows = metrics["rows"]
     assert test_rows > 1000  # every test row scored once, none lost to the rank split
-    assert metrics["labels"]["click"]["auc"] > 0.55
+    assert metrics["labels"]["click"]["auc"] > 0.6
     # Both ranks wrote their shards of each checkpoint.
     step = sorted((out / "checkpoints").glob("step_*"))[-1]
     assert json.loads((step / "meta.json").read_text())["world_size"] == 2
