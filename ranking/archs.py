@@ -1,0 +1,211 @@
+"""The small composable Arch modules of the ranking model (TorchRec's decomposition).
+
+``SparseArch`` (TorchRec tables) → ``DINAttention`` (target attention over the history) →
+``DCNInteraction`` or ``DLRMInteraction`` → ``OverArch`` (MLP tower) → ``TaskHeads``.
+
+Every dense parameter lives in an ``nn.Linear`` or ``nn.PReLU``: the model is built on the
+``meta`` device and ``DistributedModelParallel`` materialises dense modules by calling their
+``reset_parameters()``; a bare ``nn.Parameter`` would stay uninitialised memory.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import nn
+from torchrec.modules.embedding_modules import EmbeddingBagCollection, EmbeddingCollection
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from data.batch import HISTORY_FEATURE, ITEM_FEATURE, FeatureLayout
+from ranking.tables import pooled_table_configs, sequence_table_configs
+
+
+class SparseArch(nn.Module):
+    """ID embeddings: pooled features through an EBC, target and history items through an EC.
+
+    Args:
+        layout: the dataset's feature layout (vocabulary sizes, max history L).
+        embedding_dim: D.
+        device: ``meta`` to build without memory (sharding materialises the tables).
+    """
+
+    def __init__(self, layout: FeatureLayout, embedding_dim: int, device: torch.device) -> None:
+        super().__init__()
+        if not layout.pooled:
+            raise ValueError("FeatureLayout.pooled is empty; the user feature is required")
+        self.pooled_features: list[str] = list(layout.pooled)
+        self.max_history = int(layout.max_history)
+        self.ebc = EmbeddingBagCollection(
+            tables=pooled_table_configs(layout, embedding_dim), device=device
+        )
+        self.ec = EmbeddingCollection(
+            tables=sequence_table_configs(layout, embedding_dim), device=device
+        )
+
+    def forward(
+        self, pooled: KeyedJaggedTensor, sequence: KeyedJaggedTensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Looks up every ID feature.
+
+        Args:
+            pooled: KJT with the layout's pooled features, length 1 each.
+            sequence: KJT with ``item`` (length 1) and ``hist_item`` (jagged, ≤ L).
+
+        Returns:
+            pooled_emb: B x F x D, in layout order.
+            target_emb: B x D, the target item's ID embedding.
+            history_emb: B x L x D, history embeddings left-aligned, zero-padded.
+            history_mask: B x L bool, True where a history position holds an item.
+        """
+        pooled_kt = self.ebc(pooled).to_dict()
+        pooled_emb = torch.stack([pooled_kt[f] for f in self.pooled_features], dim=1)
+        seq = self.ec(sequence)
+        target_emb = seq[ITEM_FEATURE].values()
+        history = seq[HISTORY_FEATURE]
+        lengths = history.lengths()
+        history_emb = history.to_padded_dense(desired_length=self.max_history)
+        positions = torch.arange(self.max_history, device=lengths.device)
+        history_mask = positions.unsqueeze(0) < lengths.unsqueeze(1)
+        return pooled_emb, target_emb, history_emb, history_mask
+
+
+def mlp(in_dim: int, hidden: tuple[int, ...], dropout: float, device: torch.device,
+        prelu: bool = False) -> nn.Sequential:
+    """Linear → ReLU or PReLU (→ dropout) per hidden size; output width ``hidden[-1]``."""
+    layers: list[nn.Module] = []
+    for width in hidden:
+        # PReLU has a parameter: it must be created on ``device`` too (meta stays meta).
+        act = nn.PReLU(device=device) if prelu else nn.ReLU()
+        layers += [nn.Linear(in_dim, width, device=device), act]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        in_dim = width
+    return nn.Sequential(*layers)
+
+
+class DINAttention(nn.Module):
+    """DIN target attention: an activation unit scores each history item against the target.
+
+    The unit sees ``[q, k, q - k, q * k]`` (DIN, Zhou et al. 2018). Without softmax the raw
+    scores weight the sum, so a user with many relevant items gets a larger vector (DIN's
+    argument for keeping intensity); with softmax the weights sum to one over valid positions.
+
+    Args:
+        dim: Dq, width of the query and of each key.
+        hidden: hidden sizes of the activation unit.
+        softmax: normalise scores with a masked softmax.
+        dropout: dropout in the activation unit.
+    """
+
+    def __init__(self, dim: int, hidden: tuple[int, ...], softmax: bool, dropout: float,
+                 device: torch.device) -> None:
+        super().__init__()
+        self.softmax = softmax
+        self.unit = mlp(4 * dim, hidden, dropout, device, prelu=True)
+        self.score = nn.Linear(hidden[-1] if hidden else 4 * dim, 1, device=device)
+
+    def forward(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """query: B x Dq, keys: B x L x Dq, mask: B x L bool → B x Dq (zeros for no history)."""
+        q = query.unsqueeze(1).expand_as(keys)
+        scores = self.score(self.unit(torch.cat([q, keys, q - keys, q * keys], dim=-1)))
+        scores = scores.squeeze(-1)
+        if self.softmax:
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+            weights = torch.softmax(scores, dim=-1)
+        else:
+            weights = scores
+        # Multiplying by the mask (not only filling) zeroes users with an empty history,
+        # whose softmax would otherwise be uniform over padding.
+        weights = weights * mask.to(weights.dtype)
+        return torch.bmm(weights.unsqueeze(1), keys).squeeze(1)
+
+
+class DCNInteraction(nn.Module):
+    """DCNv2 cross network: ``x_{l+1} = x_0 ⊙ (W_l x_l + b_l) + x_l`` (Wang et al. 2021).
+
+    With ``low_rank = r > 0`` each ``W_l`` is factored as ``U_l V_l`` (N x r · r x N).
+
+    Args:
+        num_features: F', features in the stack.
+        dim: D, width of each feature.
+    """
+
+    def __init__(self, num_features: int, dim: int, layers: int, low_rank: int,
+                 device: torch.device) -> None:
+        super().__init__()
+        width = num_features * dim
+        self.output_dim = width
+        if low_rank > 0:
+            self.crosses = nn.ModuleList(
+                nn.Sequential(nn.Linear(width, low_rank, bias=False, device=device),
+                              nn.Linear(low_rank, width, device=device))
+                for _ in range(layers)
+            )
+        else:
+            self.crosses = nn.ModuleList(nn.Linear(width, width, device=device)
+                                         for _ in range(layers))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """features: B x F' x D → B x (F'·D)."""
+        x0 = features.flatten(1)
+        x = x0
+        for cross in self.crosses:
+            x = x0 * cross(x) + x
+        return x
+
+
+class DLRMInteraction(nn.Module):
+    """DLRM dot interaction: the features themselves plus every pairwise dot product."""
+
+    def __init__(self, num_features: int, dim: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+        self.output_dim = num_features * dim + num_features * (num_features - 1) // 2
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """features: B x F' x D → B x (F'·D + F'(F'-1)/2)."""
+        # Indices are rebuilt per call rather than kept as buffers: DMP materialises meta
+        # buffers as zeros, which would silently turn every pair into (0, 0).
+        rows, cols = torch.triu_indices(self.num_features, self.num_features, offset=1,
+                                        device=features.device)
+        dots = torch.bmm(features, features.transpose(1, 2))
+        return torch.cat([features.flatten(1), dots[:, rows, cols]], dim=1)
+
+
+class OverArch(nn.Module):
+    """The MLP tower shared by every head."""
+
+    def __init__(self, in_dim: int, hidden: tuple[int, ...], dropout: float,
+                 device: torch.device) -> None:
+        super().__init__()
+        self.tower = mlp(in_dim, hidden, dropout, device)
+        self.output_dim = hidden[-1] if hidden else in_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: B x N → B x H."""
+        return self.tower(x)
+
+
+_UNSAFE = re.compile(r"[^0-9A-Za-z_]")
+
+
+class TaskHeads(nn.Module):
+    """One logit per task (labels and retention labels), each its own linear layer.
+
+    Module keys are ``head_<name>`` so that a label called ``items`` or ``keys`` cannot clash
+    with ``nn.ModuleDict`` methods.
+    """
+
+    def __init__(self, in_dim: int, names: tuple[str, ...], device: torch.device) -> None:
+        super().__init__()
+        self.names = tuple(names)
+        self._keys = {n: "head_" + _UNSAFE.sub("_", n) for n in self.names}
+        if len(set(self._keys.values())) != len(self.names):
+            raise ValueError(f"head names collide after sanitising: {self.names}")
+        self.heads = nn.ModuleDict({k: nn.Linear(in_dim, 1, device=device)
+                                    for k in self._keys.values()})
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """x: B x H → name → B logits."""
+        return {n: self.heads[k](x).squeeze(-1) for n, k in self._keys.items()}

@@ -1,0 +1,126 @@
+"""One dataclass that is the source of truth for the ranking model, its sharding and optimizers."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+INTERACTIONS = ("dcn", "dlrm")
+SPARSE_OPTIMIZERS = ("rowwise_adagrad", "adagrad", "sgd", "adam")
+DENSE_OPTIMIZERS = ("adam", "adamw", "adagrad", "sgd")
+SHARDING_TYPES = ("table_wise", "column_wise", "data_parallel", "row_wise", "table_row_wise")
+COMPUTE_KERNELS = ("fused", "dense", "fused_uvm", "fused_uvm_caching")
+
+
+@dataclass
+class RankingConfig:
+    """Hyper-parameters of the ID-only / content-aware DIN + DCNv2 ranking model.
+
+    Attributes:
+        embedding_dim: D, width of every ID embedding table.
+        attention_hidden: hidden sizes of the DIN activation unit (the MLP that scores each
+            history item against the target).
+        attention_softmax: normalise DIN scores with a masked softmax; ``False`` keeps the
+            original DIN weighting (raw scores, padding zeroed), which preserves intensity.
+        interaction: ``"dcn"`` (DCNv2 cross network) or ``"dlrm"`` (pairwise dot products).
+        dcn_layers: number of cross layers.
+        dcn_low_rank: rank r of the low-rank cross layers (``W = U V``); 0 = full rank.
+        over_arch: hidden sizes of the MLP tower between the interaction and the heads.
+        dropout: dropout after every tower / attention hidden layer.
+        content_dim: Dc, width of the caller's content embeddings; 0 = ID-only baseline.
+        use_history_content: concatenate content to the history ID embeddings in the DIN
+            attention (needs ``content_dim > 0`` and ``hist_content`` at forward time).
+        retention_heads: add one logit per retention label of the layout.
+        table_sharding: per-table planner constraints, keyed by table name (``table_item``)
+            or feature name (``item``): ``{"sharding_type": ..., "compute_kernel": ...}``.
+        sparse_optimizer: fused (in-backward) optimizer of the embedding tables; on CPU FBGEMM
+            supports ``rowwise_adagrad``, ``adagrad`` and ``sgd`` only.
+        sparse_lr: learning rate of the sparse optimizer.
+        sparse_eps: epsilon of the Adagrad-family sparse optimizers.
+        dense_optimizer: optimizer of every other parameter (and of data-parallel tables).
+        dense_lr: learning rate of the dense optimizer.
+        dense_weight_decay: weight decay of the dense optimizer.
+    """
+
+    embedding_dim: int = 16
+    attention_hidden: tuple[int, ...] = (64, 32)
+    attention_softmax: bool = False
+    interaction: str = "dcn"
+    dcn_layers: int = 2
+    dcn_low_rank: int = 0
+    over_arch: tuple[int, ...] = (128, 64)
+    dropout: float = 0.0
+    content_dim: int = 0
+    use_history_content: bool = True
+    retention_heads: bool = True
+    table_sharding: dict[str, dict[str, str]] = field(default_factory=dict)
+    sparse_optimizer: str = "rowwise_adagrad"
+    sparse_lr: float = 0.05
+    sparse_eps: float = 1e-8
+    dense_optimizer: str = "adam"
+    dense_lr: float = 1e-3
+    dense_weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        # TOML gives lists; tuples keep the config hashable-looking and immutable in spirit.
+        self.attention_hidden = tuple(int(h) for h in self.attention_hidden)
+        self.over_arch = tuple(int(h) for h in self.over_arch)
+        if self.embedding_dim <= 0:
+            raise ValueError(f"embedding_dim must be > 0, got {self.embedding_dim}")
+        if self.interaction not in INTERACTIONS:
+            raise ValueError(f"interaction must be one of {INTERACTIONS}, got {self.interaction!r}")
+        if self.dcn_layers < 0 or self.dcn_low_rank < 0:
+            raise ValueError("dcn_layers and dcn_low_rank must be >= 0")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.content_dim < 0:
+            raise ValueError(f"content_dim must be >= 0, got {self.content_dim}")
+        if self.sparse_optimizer not in SPARSE_OPTIMIZERS:
+            raise ValueError(
+                f"sparse_optimizer must be one of {SPARSE_OPTIMIZERS}, "
+                f"got {self.sparse_optimizer!r}"
+            )
+        if self.dense_optimizer not in DENSE_OPTIMIZERS:
+            raise ValueError(
+                f"dense_optimizer must be one of {DENSE_OPTIMIZERS}, got {self.dense_optimizer!r}"
+            )
+        for table, constraint in self.table_sharding.items():
+            unknown = set(constraint) - {"sharding_type", "compute_kernel"}
+            if unknown:
+                raise ValueError(f"table_sharding[{table!r}] has unknown keys {sorted(unknown)}")
+            st = constraint.get("sharding_type")
+            if st is not None and st not in SHARDING_TYPES:
+                raise ValueError(
+                    f"table_sharding[{table!r}].sharding_type must be one of {SHARDING_TYPES}, "
+                    f"got {st!r}"
+                )
+            ck = constraint.get("compute_kernel")
+            if ck is not None and ck not in COMPUTE_KERNELS:
+                raise ValueError(
+                    f"table_sharding[{table!r}].compute_kernel must be one of {COMPUTE_KERNELS}, "
+                    f"got {ck!r}"
+                )
+
+    @property
+    def uses_content(self) -> bool:
+        return self.content_dim > 0
+
+    @property
+    def attends_history_content(self) -> bool:
+        """Whether the DIN keys (and query) carry content next to the ID embedding."""
+        return self.content_dim > 0 and self.use_history_content
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["attention_hidden"] = list(self.attention_hidden)
+        d["over_arch"] = list(self.over_arch)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RankingConfig:
+        """Builds a config from a (TOML-loaded) mapping; unknown keys are an error, not ignored."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown ranking config keys: {sorted(unknown)}")
+        return cls(**d)

@@ -1,0 +1,137 @@
+"""The ranking model: ID features (+ optional caller-given content) → one logit per task.
+
+With ``content_dim = 0`` it is the ID-only DIN/DCN baseline. With content, the EM3 model passes
+the Q-Former's item embeddings in as plain tensors: the target's content joins the interaction
+as one more feature and (with ``use_history_content``) the DIN attention runs over
+``[id ⊕ content]`` of the target and of each history item.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from data.batch import Batch, FeatureLayout
+from ranking.archs import (
+    DCNInteraction,
+    DINAttention,
+    DLRMInteraction,
+    OverArch,
+    SparseArch,
+    TaskHeads,
+)
+from ranking.config import RankingConfig
+
+
+class RankingOutput(NamedTuple):
+    """What the ranking model returns (a NamedTuple so DDP and pytree can see the tensors).
+
+    Attributes:
+        logits: head name → B logits, one per label head and retention head.
+        target_item_emb: B x D, the target item's ID embedding (the CIC loss aligns content
+            with it).
+    """
+
+    logits: dict[str, torch.Tensor]
+    target_item_emb: torch.Tensor
+
+
+class RankingModel(nn.Module):
+    """DIN target attention + DCNv2 (or DLRM) interaction + MLP tower + multi-task heads.
+
+    Args:
+        layout: vocabulary sizes, max history L and labels, from the data pipeline.
+        config: model hyper-parameters (``content_dim`` = Dc, 0 for ID-only).
+        device: ``"cpu"`` for a plain model; ``"meta"`` to build without memory and let
+            ``ranking.sharding.shard_model`` materialise it.
+    """
+
+    def __init__(self, layout: FeatureLayout, config: RankingConfig,
+                 device: str | torch.device = "cpu") -> None:
+        super().__init__()
+        # TorchRec compares the module's device with torch.device("meta"); a plain "meta"
+        # string would make the sharder try to copy meta tensors.
+        device = torch.device(device)
+        self.layout = layout
+        self.config = config
+        dim = config.embedding_dim
+        content_dim = config.content_dim
+        self.sparse_arch = SparseArch(layout, dim, device)
+        attention_dim = dim + (content_dim if config.attends_history_content else 0)
+        self.attention = DINAttention(attention_dim, config.attention_hidden,
+                                      config.attention_softmax, config.dropout, device)
+        # The interaction wants F' features of width D; wider vectors are projected down.
+        self.attention_proj = (nn.Linear(attention_dim, dim, device=device)
+                               if attention_dim != dim else nn.Identity())
+        self.content_proj = (nn.Linear(content_dim, dim, device=device)
+                             if content_dim > 0 else None)
+        num_features = len(layout.pooled) + 2 + (1 if content_dim > 0 else 0)
+        if config.interaction == "dcn":
+            self.interaction: nn.Module = DCNInteraction(
+                num_features, dim, config.dcn_layers, config.dcn_low_rank, device)
+        else:
+            self.interaction = DLRMInteraction(num_features, dim)
+        self.over_arch = OverArch(self.interaction.output_dim, config.over_arch,
+                                  config.dropout, device)
+        self.heads = TaskHeads(self.over_arch.output_dim, self.head_names_for(layout, config),
+                               device)
+
+    @staticmethod
+    def head_names_for(layout: FeatureLayout, config: RankingConfig) -> tuple[str, ...]:
+        """Label heads (primary first), then retention heads when enabled."""
+        retention = tuple(layout.retention_labels) if config.retention_heads else ()
+        return tuple(layout.labels) + retention
+
+    @property
+    def head_names(self) -> tuple[str, ...]:
+        return self.heads.names
+
+    def forward(self, batch: Batch, target_content: torch.Tensor | None = None,
+                hist_content: torch.Tensor | None = None) -> RankingOutput:
+        """Scores a batch.
+
+        Args:
+            batch: B rows (pooled KJT, sequence KJT; ``hist_mask`` is implied by the KJT).
+            target_content: B x Dc content embedding of the target item; required iff
+                ``content_dim > 0``.
+            hist_content: B x L x Dc content of the history items, left-aligned like
+                ``batch.hist_item_rows``; required iff the attention uses history content.
+
+        Returns:
+            ``RankingOutput`` with B logits per head and the B x D target ID embedding.
+        """
+        self._check_content(target_content, hist_content)
+        pooled, target, history, mask = self.sparse_arch(batch.pooled, batch.sequence)
+        query, keys = target, history
+        if self.config.attends_history_content:
+            query = torch.cat([target, target_content], dim=-1)
+            keys = torch.cat([history, hist_content], dim=-1)
+        attended = self.attention_proj(self.attention(query, keys, mask))
+        features = [pooled, target.unsqueeze(1), attended.unsqueeze(1)]
+        if self.content_proj is not None:
+            features.append(self.content_proj(target_content).unsqueeze(1))
+        stack = torch.cat(features, dim=1)
+        logits = self.heads(self.over_arch(self.interaction(stack)))
+        return RankingOutput(logits=logits, target_item_emb=target)
+
+    def _check_content(self, target_content: torch.Tensor | None,
+                       hist_content: torch.Tensor | None) -> None:
+        # Shape checks only (no data-dependent syncs): a silent broadcast here would train
+        # the wrong thing without an error.
+        dc = self.config.content_dim
+        if dc == 0:
+            if target_content is not None or hist_content is not None:
+                raise ValueError("content given to an ID-only model (config.content_dim = 0)")
+            return
+        if target_content is None or target_content.dim() != 2 or target_content.shape[1] != dc:
+            shape = None if target_content is None else tuple(target_content.shape)
+            raise ValueError(f"target_content must be B x {dc}, got {shape}")
+        if self.config.attends_history_content:
+            want = (target_content.shape[0], self.layout.max_history, dc)
+            if hist_content is None or tuple(hist_content.shape) != want:
+                shape = None if hist_content is None else tuple(hist_content.shape)
+                raise ValueError(f"hist_content must be B x L x Dc = {want}, got {shape}")
+        elif hist_content is not None:
+            raise ValueError("hist_content given but config.use_history_content is False")

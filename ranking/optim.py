@@ -1,0 +1,128 @@
+"""Optimizers: a fused (in-backward) optimizer for embedding tables, another for the rest.
+
+Sparse tables never see a dense ``.grad``: FBGEMM's table-batched kernels apply the update
+inside the backward pass (``apply_optimizer_in_backward``), only for the rows the batch
+touched. Everything else (MLPs, attention, data-parallel tables, a parent's Q-Former) is a
+dense parameter with its own optimizer. ``make_optimizers`` returns both behind one
+``CombinedOptimizer`` whose ``state_dict`` is keyed by parameter name, so checkpoints reshard.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.distributed.optim import _apply_optimizer_in_backward
+from torchrec.distributed.model_parallel import DistributedModelParallel
+from torchrec.modules.embedding_modules import EmbeddingBagCollection, EmbeddingCollection
+from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizer, KeyedOptimizerWrapper
+from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
+
+from ranking.config import RankingConfig
+
+# FBGEMM's CPU kernels implement exact (row-wise) Adagrad and SGD; Adam is CUDA-only.
+_CPU_SPARSE = {"rowwise_adagrad", "adagrad", "sgd"}
+
+
+def sparse_optimizer_spec(config: RankingConfig,
+                          device_type: str) -> tuple[type[torch.optim.Optimizer], dict[str, Any]]:
+    """The optimizer class TorchRec maps to an FBGEMM fused optimizer, and its kwargs."""
+    name = config.sparse_optimizer
+    if device_type != "cuda" and name not in _CPU_SPARSE:
+        raise ValueError(f"sparse_optimizer {name!r} needs CUDA (FBGEMM CPU kernels support "
+                         f"{sorted(_CPU_SPARSE)})")
+    lr = config.sparse_lr
+    if name == "rowwise_adagrad":
+        return RowWiseAdagrad, {"lr": lr, "eps": config.sparse_eps}
+    if name == "adagrad":
+        return torch.optim.Adagrad, {"lr": lr, "eps": config.sparse_eps}
+    if name == "sgd":
+        return torch.optim.SGD, {"lr": lr}
+    return torch.optim.Adam, {"lr": lr, "eps": config.sparse_eps}
+
+
+def apply_sparse_optimizer(model: nn.Module, config: RankingConfig,
+                           device_type: str = "cpu") -> int:
+    """Marks every EBC/EC parameter anywhere in ``model`` for the fused optimizer.
+
+    Must run before ``DistributedModelParallel`` (the sharder reads the marks to build the
+    FBGEMM kernels). Idempotent: parameters already marked are left alone, since a second
+    mark would add a second optimizer. Returns the number of parameters marked.
+    """
+    cls, kwargs = sparse_optimizer_spec(config, device_type)
+    marked = 0
+    for module in model.modules():
+        if not isinstance(module, EmbeddingBagCollection | EmbeddingCollection):
+            continue
+        params = [p for p in module.parameters() if not hasattr(p, "_in_backward_optimizers")]
+        if params:
+            _apply_optimizer_in_backward(optimizer_class=cls, params=params,
+                                         optimizer_kwargs=kwargs)
+            marked += len(params)
+    return marked
+
+
+def dense_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Parameters trained by the dense optimizer: trainable and not updated in backward.
+
+    On a DMP model this is the DDP-replicated part, data-parallel tables included (their
+    kernel is dense); names are the user's module names (DMP strips its wrappers).
+    """
+    return {name: p for name, p in model.named_parameters()
+            if p.requires_grad and not hasattr(p, "_in_backward_optimizers")}
+
+
+def dense_optimizer_factory(config: RankingConfig
+                            ) -> Callable[[list[nn.Parameter]], torch.optim.Optimizer]:
+    """``params → optimizer`` for ``config.dense_optimizer``."""
+    lr, wd = config.dense_lr, config.dense_weight_decay
+    name = config.dense_optimizer
+
+    def build(params: list[nn.Parameter]) -> torch.optim.Optimizer:
+        if name == "adam":
+            return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+        if name == "adamw":
+            return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+        if name == "adagrad":
+            return torch.optim.Adagrad(params, lr=lr, weight_decay=wd)
+        return torch.optim.SGD(params, lr=lr, weight_decay=wd)
+
+    return build
+
+
+def make_optimizers(model: nn.Module, config: RankingConfig,
+                    dense_params: dict[str, nn.Parameter] | None = None) -> CombinedOptimizer:
+    """The sparse (fused, from DMP) and dense optimizers as one keyed optimizer.
+
+    ``step()`` steps the dense optimizer (the fused one already stepped in backward);
+    ``state_dict()`` has keys ``sparse.<param>`` and ``dense.<param>``.
+
+    Args:
+        model: a DMP model (sparse part included) or a plain module (dense part only).
+        dense_params: override the dense parameter set (e.g. to give a parent's Q-Former
+            its own optimizer); default ``dense_parameters(model)``.
+    """
+    parts: list[tuple[str, KeyedOptimizer]] = []
+    if isinstance(model, DistributedModelParallel):
+        parts.append(("sparse", model.fused_optimizer))
+    params = dense_parameters(model) if dense_params is None else dense_params
+    if params:
+        parts.append(("dense", KeyedOptimizerWrapper(params, dense_optimizer_factory(config))))
+    return CombinedOptimizer(parts)
+
+
+def init_optimizer_state(optimizer: KeyedOptimizer) -> None:
+    """Creates lazy optimizer state (Adam moments) so a checkpoint can be loaded in place.
+
+    Runs one step with zero gradients on each dense optimizer that has no state yet; fused
+    optimizers have their state from construction and are skipped.
+    """
+    parts = optimizer.optimizers if isinstance(optimizer, CombinedOptimizer) else [("", optimizer)]
+    for _, part in parts:
+        if isinstance(part, KeyedOptimizerWrapper) and len(part.state) == 0:
+            saved = {k: p.grad for k, p in part.params.items()}
+            part.init_state()
+            for k, p in part.params.items():
+                p.grad = saved[k]

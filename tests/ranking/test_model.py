@@ -1,0 +1,208 @@
+"""The ranking model's Arch modules and their composition, as plain (unsharded) modules."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from data.batch import HISTORY_FEATURE, ITEM_FEATURE, FeatureLayout
+from ranking.archs import DCNInteraction, DINAttention, DLRMInteraction
+from ranking.config import RankingConfig
+from ranking.model import RankingModel
+from ranking.toy_data import ToyWorld, make_batch, random_batch
+from ranking.train import predict, train_step
+from tests.ranking.fixtures import toy_world
+
+L, DC = 10, 6
+
+CASES = [  # interaction, content_dim, use_history_content, softmax, low_rank
+    ("dcn", 0, True, False, 0),
+    ("dcn", DC, True, True, 4),
+    ("dcn", DC, False, False, 0),
+    ("dlrm", 0, True, True, 0),
+    ("dlrm", DC, True, False, 0),
+]
+
+
+def content_for(config: RankingConfig, batch_size: int, seed: int = 0):
+    if config.content_dim == 0:
+        return {}
+    g = torch.Generator().manual_seed(seed)
+    out = {"target_content": torch.randn(batch_size, config.content_dim, generator=g)}
+    if config.use_history_content:
+        out["hist_content"] = torch.randn(batch_size, L, config.content_dim, generator=g)
+    return out
+
+
+@pytest.mark.parametrize("interaction,content_dim,use_hist,softmax,low_rank", CASES)
+def test_forward_shapes_target_embedding_and_gradients(interaction, content_dim, use_hist,
+                                                       softmax, low_rank):
+    world = toy_world()
+    config = RankingConfig(embedding_dim=8, interaction=interaction, content_dim=content_dim,
+                           use_history_content=use_hist, attention_softmax=softmax,
+                           dcn_low_rank=low_rank, over_arch=(16,))
+    model = RankingModel(world.layout, config)
+    batch = world.batches(48, 48, seed=1)[0]
+    out = model(batch, **content_for(config, 48))
+    assert model.head_names == ("click", "return_7d")
+    shapes = {k: tuple(v.shape) for k, v in out.logits.items()}
+    assert shapes == {"click": (48,), "return_7d": (48,)}
+    table = model.sparse_arch.ec.embeddings["table_item"].weight
+    torch.testing.assert_close(out.target_item_emb, table[batch.target_item_rows])
+    sum(v.sum() for v in out.logits.values()).backward()
+    # Every parameter gets a gradient: DDP's static graph assumes no unused parameters.
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert missing == []
+
+
+def test_sparse_arch_pads_history_left_aligned_with_its_mask():
+    world = toy_world()
+    model = RankingModel(world.layout, RankingConfig(embedding_dim=4))
+    batch = world.batches(32, 32, seed=2)[0]
+    _, _, history, mask = model.sparse_arch(batch.pooled, batch.sequence)
+    assert torch.equal(mask, batch.hist_mask)
+    table = model.sparse_arch.ec.embeddings["table_item"].weight
+    torch.testing.assert_close(history[mask], table[batch.hist_item_rows[mask]])
+    assert history[~mask].abs().sum() == 0
+
+
+def test_din_attention_ignores_padding_and_zeroes_empty_history():
+    torch.manual_seed(0)
+    attention = DINAttention(dim=4, hidden=(8,), softmax=True, dropout=0.0,
+                             device=torch.device("cpu"))
+    query, keys = torch.randn(3, 4), torch.randn(3, 5, 4)
+    mask = torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]], dtype=torch.bool)
+    out = attention(query, keys, mask)
+    noisy = keys.clone()
+    noisy[~mask] = 100.0  # whatever sits in padding must not leak in
+    torch.testing.assert_close(attention(query, noisy, mask), out)
+    assert out[2].abs().sum() == 0
+    # With softmax and identical keys the weights sum to one: the output is that key.
+    same = keys[:, :1].expand(3, 5, 4)
+    torch.testing.assert_close(attention(query, same, mask)[:2], keys[:2, 0])
+
+
+def test_batch_without_any_history_is_scored_from_the_other_features():
+    world = toy_world()
+    batch = world.batches(8, 8, seed=0)[0]
+    pooled = {name: jt.values() for name, jt in batch.pooled.to_dict().items()}
+    empty = make_batch(world.layout, pooled, batch.target_item_rows,
+                       torch.zeros(8, L, dtype=torch.long), torch.zeros(8, dtype=torch.long),
+                       batch.labels)
+    model = RankingModel(world.layout, RankingConfig(embedding_dim=4))
+    _, _, history, mask = model.sparse_arch(empty.pooled, empty.sequence)
+    assert history.shape == (8, L, 4) and not mask.any() and history.abs().sum() == 0
+    assert torch.isfinite(model(empty).logits["click"]).all()
+
+
+def test_din_attention_without_softmax_is_a_score_weighted_sum():
+    torch.manual_seed(0)
+    attention = DINAttention(4, (8,), softmax=False, dropout=0.0, device=torch.device("cpu"))
+    query, keys = torch.randn(2, 4), torch.randn(2, 3, 4)
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]], dtype=torch.bool)
+    q = query.unsqueeze(1).expand_as(keys)
+    scores = attention.score(attention.unit(torch.cat([q, keys, q - keys, q * keys], -1)))
+    want = (scores.squeeze(-1) * mask).unsqueeze(-1).mul(keys).sum(1)
+    torch.testing.assert_close(attention(query, keys, mask), want)
+
+
+def test_dcn_cross_layers_follow_the_dcnv2_formula():
+    torch.manual_seed(0)
+    full = DCNInteraction(num_features=3, dim=2, layers=2, low_rank=0, device=torch.device("cpu"))
+    x = torch.randn(4, 3, 2)
+    x0 = x.flatten(1)
+    x1 = x0 * full.crosses[0](x0) + x0
+    x2 = x0 * full.crosses[1](x1) + x1
+    torch.testing.assert_close(full(x), x2)
+    low = DCNInteraction(3, 2, layers=1, low_rank=2, device=torch.device("cpu"))
+    u, v = low.crosses[0][1], low.crosses[0][0]
+    want = x0 * (x0 @ v.weight.T @ u.weight.T + u.bias) + x0
+    torch.testing.assert_close(low(x), want)
+    assert v.weight.shape == (2, 6)  # rank-2 factor of a 6 x 6 matrix
+
+
+def test_dlrm_interaction_appends_every_pairwise_dot_product():
+    x = torch.randn(2, 4, 3)
+    out = DLRMInteraction(num_features=4, dim=3)(x)
+    assert out.shape == (2, 4 * 3 + 6)
+    torch.testing.assert_close(out[:, :12], x.flatten(1))
+    pairs = [(i, j) for i in range(4) for j in range(i + 1, 4)]
+    want = torch.stack([(x[:, i] * x[:, j]).sum(-1) for i, j in pairs], dim=1)
+    torch.testing.assert_close(out[:, 12:], want)
+
+
+def test_content_arguments_are_checked():
+    world = toy_world()
+    batch = world.batches(8, 8, seed=0)[0]
+    id_only = RankingModel(world.layout, RankingConfig(embedding_dim=4))
+    with pytest.raises(ValueError, match="ID-only"):
+        id_only(batch, target_content=torch.randn(8, 4))
+    model = RankingModel(world.layout, RankingConfig(embedding_dim=4, content_dim=DC))
+    with pytest.raises(ValueError, match="target_content"):
+        model(batch)
+    with pytest.raises(ValueError, match="hist_content"):
+        model(batch, target_content=torch.randn(8, DC), hist_content=torch.randn(8, L - 1, DC))
+    no_hist = RankingModel(world.layout, RankingConfig(embedding_dim=4, content_dim=DC,
+                                                       use_history_content=False))
+    with pytest.raises(ValueError, match="use_history_content"):
+        no_hist(batch, target_content=torch.randn(8, DC), hist_content=torch.randn(8, L, DC))
+
+
+def test_history_content_changes_scores_only_through_valid_positions():
+    world = toy_world()
+    config = RankingConfig(embedding_dim=4, content_dim=DC, attention_softmax=True)
+    model = RankingModel(world.layout, config).eval()
+    batch = world.batches(16, 16, seed=3)[0]
+    content = content_for(config, 16)
+    base = model(batch, **content).logits["click"]
+    padded = content["hist_content"].clone()
+    padded[~batch.hist_mask] = 50.0
+    target = content["target_content"]
+    torch.testing.assert_close(model(batch, target, padded).logits["click"], base)
+    moved = content["hist_content"].clone()
+    moved[batch.hist_mask] += 1.0
+    assert (model(batch, target, moved).logits["click"] - base).abs().max() > 1e-4
+
+
+def test_names_that_clash_with_module_attributes_work():
+    layout = FeatureLayout(pooled={"user": 5, "items": 4, "keys": 3, "values": 3},
+                           item_vocab_size=7, max_history=3, labels=("items",),
+                           retention_labels=("keys",), num_items=7)
+    model = RankingModel(layout, RankingConfig(embedding_dim=4))
+    out = model(random_batch(layout, 6, torch.Generator().manual_seed(0)))
+    assert set(out.logits) == {"items", "keys"}
+
+
+def test_meta_build_allocates_no_parameter_memory():
+    layout = ToyWorld.create(num_items=10_000_000).layout  # 10M x 64 floats would be 2.5 GB
+    model = RankingModel(layout, RankingConfig(embedding_dim=64), device="meta")
+    assert all(p.device.type == "meta" for p in model.parameters())
+    assert model.sparse_arch.ec.embeddings["table_item"].weight.shape == (10_000_001, 64)
+
+
+def test_toy_batches_follow_the_batch_contract():
+    world = toy_world()
+    batch = world.batches(40, 40, seed=4)[0]
+    assert batch.pooled.keys() == list(world.layout.pooled)
+    assert torch.equal(batch.pooled.lengths(), torch.ones(40 * 3, dtype=torch.int64))
+    seq = batch.sequence.to_dict()
+    assert torch.equal(seq[ITEM_FEATURE].values(), batch.target_item_rows)
+    assert torch.equal(seq[HISTORY_FEATURE].lengths(), batch.hist_mask.sum(1))
+    assert torch.equal(seq[HISTORY_FEATURE].values(), batch.hist_item_rows[batch.hist_mask])
+    assert (batch.hist_item_rows[~batch.hist_mask] == 0).all()
+    censored = ~batch.label_masks["return_7d"]
+    assert censored.any() and (batch.labels["return_7d"][censored] == 0).all()
+
+
+def test_plain_baseline_learns_the_planted_signal():
+    world = toy_world()
+    torch.manual_seed(0)
+    model = RankingModel(world.layout, RankingConfig(embedding_dim=8, over_arch=(32,)))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for batch in world.batches(12_000, 256, seed=1):
+        train_step(model, optimizer, batch)
+    test = world.batches(3000, 1000, seed=2)
+    scores = predict(model, test)["click"]
+    labels = torch.cat([b.labels["click"] for b in test])
+    assert roc_auc_score(labels.numpy(), scores.numpy()) > 0.6
