@@ -88,7 +88,11 @@ class TrainSection:
     early_stop_metric: str = "auc"  # of the primary label on valid: auc | gauc | logloss
     checkpoint_every: int = field(default=100, metadata=_min(0))  # steps; 0 = end of epoch only
     max_steps_per_epoch: int = field(default=0, metadata=_min(0))  # 0 = the whole epoch
-    threads: int = field(default=0, metadata=_min(0))  # torch CPU threads; 0 = torch's default
+    # torch intra-op CPU threads per process; 0 = torch's default (one per core). 1 is the
+    # default because these small ops lose far more to OpenMP contention than they gain: on the
+    # 2-core reference machine under load, an id_only step took 35 ms with 1 thread and
+    # 1,147 ms with 2. Scale out with processes (torchrun) instead.
+    threads: int = field(default=1, metadata=_min(0))
 
 
 @dataclass
