@@ -44,6 +44,9 @@ def summarize(dataset: Dataset, prepared: Prepared | None = None) -> dict[str, A
         pl.col("text").is_not_null().mean().alias("text_share"),
         pl.col("image").is_null().sum().alias("items_without_image"),
     ).row(0, named=True)
+    # Poster coverage as a user feels it: the share of interactions whose item has an image.
+    rows_with_image = inter.join(items.select("item_row", "image"), on="item_row", how="left") \
+        .select(pl.col("image").is_not_null().mean()).item()
     test = _cold_frame(dataset, prepared).filter(pl.col("split") == "test")
     cold = test.select(
         pl.col("cold_item").mean().alias("rows"),
@@ -58,6 +61,7 @@ def summarize(dataset: Dataset, prepared: Prepared | None = None) -> dict[str, A
         "label_rates": {label: stats[label] for label in dataset.labels},
         "days": stats["days"],
         "image_share": media["image_share"],
+        "rows_with_image_share": rows_with_image,
         "text_share": media["text_share"],
         "items_without_image": media["items_without_image"],
         "missing_media": len(dataset.missing_media),
@@ -77,6 +81,7 @@ def format_summary(summary: dict[str, Any]) -> str:
           for label, rate in summary["label_rates"].items()],
         ("time span (days)", f"{summary['days']:.1f}"),
         ("items with image", f"{summary['image_share']:.1%}"),
+        ("rows with item image", f"{summary['rows_with_image_share']:.1%}"),
         ("items with text", f"{summary['text_share']:.1%}"),
         ("items without image", f"{summary['items_without_image']:,}"),
         ("unreadable media", f"{summary['missing_media']:,}"),

@@ -259,6 +259,10 @@ def test_real_movielens_small(tmp_path: Path) -> None:
     assert ds.interactions.height == 100836
     assert ds.items["image"].null_count() == ds.items.height - report["items_with_poster"]
     assert seconds < 15
+    # `recsys data check` reports the same poster coverage of ratings.
+    from data.summary import summarize
+
+    assert summarize(ds)["rows_with_image_share"] == pytest.approx(report["poster_share_ratings"])
 
 
 def test_poster_names_are_normalised_and_jpg_preferred(tmp_path: Path) -> None:
