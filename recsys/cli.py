@@ -48,6 +48,10 @@ def quiet_library_noise() -> None:
         warnings.filterwarnings("ignore", category=FutureWarning, module=module)
     for name in ("torch.fx._symbolic_trace", "torchrec", "root"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # MLflow's store migrations log at INFO and its SQLAlchemy layer warns about itself.
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", module="mlflow.store")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -169,3 +169,28 @@ def test_ablation_presets_resolve_to_their_variants():
                    "em3_no_content_seq": "none", "em3_no_cic": "lora"}
     assert load_train_config("em3_no_cic").cic.weight == 0.0
     assert not load_train_config("id_only").content.enabled
+
+
+def test_unreachable_tracking_store_loses_nothing_and_syncs_later(world, tmp_path):
+    from mlflow import MlflowClient
+
+    from recsys.tracking import TrackingWarning
+
+    out = tmp_path / "run"
+    # Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
+    cfg = load_train_config("id_only", [*TINY, f'data.dir="{world}"', "train.epochs=1",
+                                        "tracking.enabled=true", 'tracking.uri="http://127.0.0.1:9"',
+                                        'tracking.model_name="ranker"'])
+    with pytest.warns(TrackingWarning):
+        metrics = train(cfg, out, progress=False)
+    assert json.loads((out / "metrics.json").read_text())["labels"] == metrics["labels"]
+    assert json.loads((out / "run.json").read_text())["tracking"]["synced"] is False
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = run_recsys("track", "sync", str(out), "--tracking-uri", uri, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    tracking = json.loads((out / "run.json").read_text())["tracking"]
+    assert tracking["synced"] is True
+    logged = MlflowClient(uri).get_run(tracking["run_id"]).data.metrics
+    assert logged["test.labels.click.auc"] == pytest.approx(metrics["labels"]["click"]["auc"])
+    assert MlflowClient(uri).get_model_version("ranker", tracking["model_version"]).status == "READY"
