@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
 from recsys.config_io import preset_names
+from recsys.errors import UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -57,6 +59,9 @@ def run_train(args: argparse.Namespace) -> int:
     if args.tracking_uri:
         overrides.append(f"tracking.uri={json.dumps(args.tracking_uri)}")
     cfg = load_train_config(args.config, overrides)
+    if args.out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Each rank would stamp its own time into the default name and write elsewhere.
+        raise UsageError("under torchrun, pass --out RUN_DIR so every rank writes the same run")
     out = args.out or Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     preset = args.config if args.config in preset_names() else None
     metrics = train(cfg, out, resume=args.resume, preset=preset, progress=not args.quiet)
