@@ -62,13 +62,17 @@ def _print_table(rows: list[dict], label: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    headers = {"model": "model", "auc": "AUC", "gauc": "GAUC", "auc_cold_item": "cold AUC",
+               "logloss": "logloss", "return_7d_auc": "ret7 AUC", "return_14d_auc": "ret14 AUC",
+               "train_samples_per_s": "samples/s"}
     table = Table(title=f"test split, label '{label}'")
     for col in rows[0]:
-        table.add_column(col, justify="left" if col == "model" else "right")
+        table.add_column(headers[col], justify="left" if col == "model" else "right")
     for r in rows:
         table.add_row(*[f"{v:.4f}" if isinstance(v, float) and k != "train_samples_per_s"
                         else f"{v:,.0f}" if isinstance(v, float) else str(v) for k, v in r.items()])
-    Console().print(table)
+    # Not a terminal (make, CI logs): rich would assume 80 columns and cut the headers.
+    Console(width=max(100, shutil.get_terminal_size().columns)).print(table)
 
 
 def _plot(rows: list[dict], path: Path) -> None:
@@ -84,7 +88,10 @@ def _plot(rows: list[dict], path: Path) -> None:
         ax.bar([j + i * width for j in range(len(metrics))],
                [r[m] or 0.0 for m in metrics], width, label=r["model"])
     ax.set_xticks([j + width * (len(rows) - 1) / 2 for j in range(len(metrics))], metrics)
-    ax.set_ylim(0.5, 1.0)
+    top = max(r[m] or 0.0 for r in rows for m in metrics)
+    ax.set_ylim(0.5, min(1.0, top + 0.08))
+    for container in ax.containers:
+        ax.bar_label(container, fmt="%.3f", fontsize=7)
     ax.set_ylabel("test AUC")
     ax.legend()
     fig.tight_layout()
