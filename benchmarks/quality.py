@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.common import print_table, target, write_results  # noqa: E402
+from benchmarks.common import RESULTS_DIR, print_table, target, write_results  # noqa: E402
 
 PRESETS = ("id_only", "em3", "em3_no_cic", "em3_frozen_seq", "em3_full_seq", "em3_no_content_seq")
 WORK = REPO / "benchmarks" / ".data"
@@ -101,10 +101,18 @@ def main() -> int:
                 row[k], row[f"{k}_std"] = mean, std
             rows.append(row)
 
+    # Keep the recorded results of datasets this invocation did not run (datasets can be run
+    # as separate processes and land in one file).
+    previous = RESULTS_DIR / "quality.json"
+    if previous.is_file():
+        old = json.loads(previous.read_text())
+        done = {r["dataset"] for r in rows}
+        rows = [r for r in old["rows"] if r["dataset"] not in done] + rows
+        raw = {k: v for k, v in old.get("runs", {}).items() if k.split("/")[0] not in done} | raw
     print_table(rows, ["dataset", "preset", "label", "seeds", "auc", "auc_std", "gauc", "gauc_std",
                        "auc_cold_item", "auc_cold_item_std"])
     targets = []
-    for name in args.datasets:
+    for name in dict.fromkeys(r["dataset"] for r in rows):
         by = {r["preset"]: r for r in rows if r["dataset"] == name}
         if "id_only" in by and "em3" in by and by["em3"]["auc_cold_item"] is not None:
             targets.append(target(f"{name}_em3_minus_id_only_auc_cold_item",
@@ -113,7 +121,7 @@ def main() -> int:
                                   by["em3"]["auc"] - by["id_only"]["auc"], ">=", -0.002))
     for t in targets:
         print(f"target {t['name']}: {t['value']:+.4f} ({t['target']}) {'met' if t['met'] else 'NOT met'}")
-    command = "python benchmarks/quality.py " + " ".join(sys.argv[1:])
+    command = "python benchmarks/quality.py  (per dataset: --datasets synth / --datasets movielens)"
     path = write_results("quality", rows, targets, command.strip(), {"runs": raw})
     print(f"wrote {path}")
     return 0
