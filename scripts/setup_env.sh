@@ -40,11 +40,13 @@ else
   # would pull the newest CUDA build.
   "${pip[@]}" "torch==$TORCH_VERSION" "fbgemm-gpu-cpu==$FBGEMM_VERSION"
 fi
-"${pip[@]}" --no-deps "torchrec==$TORCHREC_VERSION"
 "${pip[@]}" tensordict "torchmetrics==1.0.3" tqdm pyre-extensions iopath
 # The project itself, editable, with its test tools. torch is already satisfied, so this pulls
 # no other torch build.
 "${pip[@]}" -e ".[dev]"
+# torchrec last: once it is installed, every later pip run would report its (deliberately)
+# unmet fbgemm-gpu requirement as a dependency conflict.
+"${pip[@]}" --no-deps "torchrec==$TORCHREC_VERSION"
 
 "$VENV/bin/python" - <<'PY'
 import torch, torchrec, fbgemm_gpu  # noqa: F401  (import check of the locked stack)
