@@ -1,0 +1,136 @@
+"""The FuxiCTR side of ``benchmarks/peers.py``: runs inside ``.venv-peers`` (FuxiCTR from PyPI).
+
+It does what FuxiCTR's own ``model_zoo/LongCTR/run_expid.py`` does, on the files that
+``peers.py`` exported from our prepared split: ``FeatureProcessor`` + ``build_dataset`` (with
+``rebuild_dataset=False``: the ids are already integers) write ``feature_map.json``, the
+``model_zoo`` DIN is built from it, ``RankDataLoader`` with the ``LongCTRDataLoader`` feeds it
+(history = the first ``seq_len`` items of the user's ``full_item_seq``, last ``max_len`` kept),
+``model.fit`` trains with FuxiCTR's own loop (validation AUC every epoch, early stopping, best
+weights restored), and the test split is scored with ``model.predict``.
+
+Measured here, the same way ``peers.py`` measures our model: training samples/s of every epoch
+(the epoch's wall time minus its validation), and the process's peak RSS at the end.
+
+Usage: ``python peers_fuxictr_worker.py JOB.json`` — JOB names the data directory, the model
+parameters and where to write the result JSON and the test predictions (one probability per
+test row, in the order of ``test.parquet``).
+"""
+
+import json
+import logging
+import os
+import resource
+import statistics
+import sys
+import time
+
+
+def _peak_rss_mb(who: int) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024
+
+
+def main(job_path: str) -> None:
+    with open(job_path) as fh:
+        job = json.load(fh)
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    torch.set_num_threads(job["threads"])
+    import fuxictr
+    from fuxictr.features import FeatureMap
+    from fuxictr.preprocess import FeatureProcessor, build_dataset
+    from fuxictr.pytorch.dataloaders import RankDataLoader
+    from fuxictr.pytorch.torch_utils import seed_everything
+    from model_zoo.LongCTR.DIN import DIN
+    from model_zoo.LongCTR.longctr_dataloader import LongCTRDataLoader
+
+    logging.basicConfig(level=logging.WARNING)
+    data_dir = job["data_dir"]
+    params = dict(job["params"])
+    params.update(
+        dataset_id=job["dataset_id"], data_root=job["data_root"], data_format="parquet",
+        train_data=os.path.join(data_dir, "train.parquet"),
+        valid_data=os.path.join(data_dir, "valid.parquet"),
+        test_data=os.path.join(data_dir, "test.parquet"),
+        user_info=os.path.join(data_dir, "user_info.parquet"),
+        item_info=os.path.join(data_dir, "item_info.parquet"),
+        feature_cols=job["feature_cols"], label_col=job["label_col"],
+        rebuild_dataset=False, gpu=-1, verbose=0,
+    )
+    seed_everything(seed=params["seed"])
+    started = time.perf_counter()
+    feature_encoder = FeatureProcessor(**params)
+    params["train_data"], params["valid_data"], params["test_data"] = \
+        build_dataset(feature_encoder, **params)
+    feature_map = FeatureMap(params["dataset_id"], feature_encoder.data_dir)
+    feature_map.load(os.path.join(feature_encoder.data_dir, "feature_map.json"), params)
+    model = DIN(feature_map, **params)
+    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    os.makedirs(model.model_dir, exist_ok=True)  # run_expid gets it from set_logger
+
+    params["data_loader"] = LongCTRDataLoader
+    train_gen, valid_gen = RankDataLoader(feature_map, stage="train", **params)
+
+    # Time every epoch and every validation inside FuxiCTR's own fit(): train rate of an epoch
+    # = its samples / (epoch wall time - its validation wall time).
+    epochs: list[dict] = []
+    train_epoch, eval_step = model.train_epoch, model.eval_step
+
+    def timed_eval_step():
+        t0 = time.perf_counter()
+        eval_step()
+        epochs[-1]["eval_s"] += time.perf_counter() - t0
+
+    def timed_train_epoch(gen):
+        epochs.append({"eval_s": 0.0})
+        t0 = time.perf_counter()
+        train_epoch(gen)
+        wall = time.perf_counter() - t0
+        train_s = wall - epochs[-1]["eval_s"]
+        epochs[-1].update(wall_s=wall, train_s=train_s,
+                          samples_per_s=gen.num_samples / max(train_s, 1e-9))
+
+    evaluate = model.evaluate
+
+    def recorded_evaluate(gen, metrics=None):
+        logs = evaluate(gen, metrics=metrics)
+        if epochs and gen is valid_gen:
+            epochs[-1]["valid"] = {k: float(v) for k, v in logs.items()}
+        return logs
+
+    model.train_epoch, model.eval_step = timed_train_epoch, timed_eval_step
+    model.evaluate = recorded_evaluate
+    fit_start = time.perf_counter()
+    model.fit(train_gen, validation_data=valid_gen, **params)
+    fit_s = time.perf_counter() - fit_start
+
+    test_gen = RankDataLoader(feature_map, stage="test", **params)
+    probs = model.predict(test_gen)
+    test_logs = model.evaluate(test_gen)
+    pd.DataFrame({"prob": np.asarray(probs, dtype=np.float64)}).to_parquet(job["predictions"])
+    rates = [e["samples_per_s"] for e in epochs]
+    result = {
+        "fuxictr_version": fuxictr.__version__,
+        "torch_version": torch.__version__,
+        "model": "model_zoo.LongCTR.DIN",
+        "parameters": int(n_params),
+        "train_rows": int(train_gen.num_samples),
+        "test_rows": int(len(probs)),
+        "epochs": epochs,
+        "train_samples_per_s": statistics.median(rates) if rates else 0.0,
+        "fit_s": fit_s,
+        "total_s": time.perf_counter() - started,
+        "fuxictr_test_metrics": {k: float(v) for k, v in test_logs.items()},
+        "peak_rss_mb": _peak_rss_mb(resource.RUSAGE_SELF),
+        # Children: DataLoader workers when num_workers > 0. With 0 it still reads ~450 MB,
+        # an artefact: `platform.processor()` forks `uname -p` while importing fuxictr, and a
+        # forked child's max RSS counts the parent's pages it shares copy-on-write.
+        "peak_rss_children_mb": _peak_rss_mb(resource.RUSAGE_CHILDREN),
+    }
+    with open(job["result"], "w") as fh:
+        json.dump(result, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
