@@ -91,8 +91,10 @@ class EM3Model(nn.Module):
         return EM3Output(out.logits, out.target_item_emb, target_content)
 
     def loss(self, out: EM3Output, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        """Σ BCE over heads (masked where censored) + λ · CIC. Returns (total, parts)."""
-        total, per_head = multitask_bce(out.logits, batch.labels, batch.label_masks)
+        """Σ BCE over label heads + retention_weight · Σ BCE over retention heads (masked where
+        censored) + λ · CIC. Returns (total, parts)."""
+        weights = {h: self.cfg.loss.retention_weight for h in self.ranking.layout.retention_labels}
+        total, per_head = multitask_bce(out.logits, batch.labels, batch.label_masks, weights)
         parts = {f"bce_{k}": float(v) for k, v in per_head.items()}
         if self.cic is not None and out.target_content is not None:
             cic = self.cic(out.target_content, out.target_item_emb, batch.target_item_rows)
