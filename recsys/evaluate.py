@@ -26,7 +26,7 @@ from recsys.metrics import compute_metrics
 from recsys.model import EM3Model
 from recsys.predict import predictions_frame, score_split
 from recsys.run_artifacts import load_data_state
-from recsys.train import BEST, CHECKPOINTS
+from recsys.train import BEST, CHECKPOINTS, apply_threads
 
 SPLITS = ("train", "valid", "test")
 
@@ -50,6 +50,7 @@ def evaluate(run: str | Path, data_dir: str | Path, split: str = "test", out: st
     cfg = load_train_config(run / rundir.CONFIG_FILE)
     cfg.data.dir = str(data_dir)
     layout, vocabs, prep = load_data_state(run)
+    apply_threads(cfg)
     env = init_process_group_from_env()
     dataset = load_dataset(data_dir, allow_missing_media=cfg.data.allow_missing_media)
     prep["fractions"] = tuple(prep.get("fractions", (0.8, 0.1, 0.1)))

@@ -59,6 +59,13 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+def apply_threads(cfg: TrainConfig) -> None:
+    """Sets torch's intra-op threads from the config (0 keeps torch's default). Training and
+    evaluation both call it, so they reduce in the same order and score rows identically."""
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -115,8 +122,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: Path, env: DistEnv, progress: bool = True) -> None:
         self.cfg, self.run_dir, self.env = cfg, run_dir, env
         self.progress = progress and env.is_main
-        if cfg.train.threads:
-            torch.set_num_threads(cfg.train.threads)
+        apply_threads(cfg)
         seed_everything(cfg.train.seed)
         self.dataset = load_dataset(cfg.data.dir, allow_missing_media=cfg.data.allow_missing_media)
         self.prepared = prepare(self.dataset, cfg.prepare_config())
