@@ -103,15 +103,11 @@ class EM3Model(nn.Module):
         parts["loss"] = float(total.detach())
         return total, parts
 
-    def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Dense parameter groups with their own learning rates: ranking (dense part of the
-        ranking model + CIC), qformer (base weights), adapters (LoRA). Embedding tables are
-        excluded: their optimizer is fused into the backward pass."""
-        qformer = self.content.qformer_parameters() if self.content is not None else []
-        adapters = self.content.adapter_parameters() if self.content is not None else []
-        content_ids = {id(p) for p in qformer + adapters}
-        ranking = [p for n, p in self.named_parameters()
-                   if p.requires_grad and id(p) not in content_ids and "embedding" not in n
-                   and "sparse_arch" not in n]
-        return {"ranking": ranking, "qformer": [p for p in qformer if p.requires_grad],
-                "adapters": adapters}
+    def content_param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """The content parameters that get their own learning rates: ``qformer`` (base
+        weights) and ``adapters`` (LoRA). Everything else dense trains at the ranking rate;
+        embedding tables have their optimizer fused into the backward pass."""
+        if self.content is None:
+            return {"qformer": [], "adapters": []}
+        return {"qformer": [p for p in self.content.qformer_parameters() if p.requires_grad],
+                "adapters": self.content.adapter_parameters()}

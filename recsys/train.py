@@ -86,7 +86,7 @@ def build_optimizer(model: torch.nn.Module, em3: EM3Model, cfg: TrainConfig) -> 
     """Fused sparse optimizer (from DMP) + one AdamW over the dense groups, each group with its
     own learning rate: ranking tower and CIC, Q-Former base weights, LoRA adapters."""
     dense = dense_parameters(model)
-    groups = em3.param_groups()
+    groups = em3.content_param_groups()
     qformer_ids = {id(p) for p in groups["qformer"]}
     adapter_ids = {id(p) for p in groups["adapters"]}
     lrs = {"ranking": cfg.ranking.dense_lr, "qformer": cfg.optim.qformer_lr,
