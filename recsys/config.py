@@ -61,7 +61,10 @@ class ContentSection:
 class CICSection:
     """Content-ID contrastive loss: total = Σ BCE + weight · CIC."""
 
-    weight: float = field(default=0.1, metadata=_min(0.0))
+    # 1.0: on the default world (seed 0, 3 epochs) λ = 1 beat λ = 0.1 on click AUC (0.6772 vs
+    # 0.6738), GAUC (0.6697 vs 0.6603) and cold-item AUC (0.6164 vs 0.6122; like: 0.6198 vs
+    # 0.6079): aligning content with the ID space is what carries to cold items.
+    weight: float = field(default=1.0, metadata=_min(0.0))
     temperature: float = field(default=0.1, metadata=_min(1e-4))
     proj_dim: int = field(default=32, metadata=_min(1))
 
