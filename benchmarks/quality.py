@@ -54,6 +54,8 @@ def train_once(data: Path, preset: str, seed: int, run_dir: Path, overrides: lis
     if not (run_dir / "metrics.json").is_file():
         args = [sys.executable, "-m", "recsys", "train", preset, "--data", str(data), "--out",
                 str(run_dir), "--no-track", "--quiet", "--set", f"train.seed={seed}"]
+        if (run_dir / "run.json").is_file():  # an interrupted run: continue it
+            args.append("--resume")
         for o in overrides:
             args += ["--set", o]
         proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True)
@@ -101,14 +103,16 @@ def main() -> int:
                 row[k], row[f"{k}_std"] = mean, std
             rows.append(row)
 
-    # Keep the recorded results of datasets this invocation did not run (datasets can be run
-    # as separate processes and land in one file).
+    # Keep the recorded results of dataset/preset pairs this invocation did not run, so datasets
+    # and presets can be run as separate invocations (with their own seeds) into one file.
     previous = RESULTS_DIR / "quality.json"
     if previous.is_file():
         old = json.loads(previous.read_text())
-        done = {r["dataset"] for r in rows}
-        rows = [r for r in old["rows"] if r["dataset"] not in done] + rows
-        raw = {k: v for k, v in old.get("runs", {}).items() if k.split("/")[0] not in done} | raw
+        done = {f"{r['dataset']}/{r['preset']}" for r in rows}
+        rows = [r for r in old["rows"] if f"{r['dataset']}/{r['preset']}" not in done] + rows
+        raw = {k: v for k, v in old.get("runs", {}).items() if k not in done} | raw
+        order = {p: i for i, p in enumerate(PRESETS)}
+        rows.sort(key=lambda r: (r["dataset"] != "synth", order.get(r["preset"], 99)))
     print_table(rows, ["dataset", "preset", "label", "seeds", "auc", "auc_std", "gauc", "gauc_std",
                        "auc_cold_item", "auc_cold_item_std"])
     targets = []
@@ -121,7 +125,9 @@ def main() -> int:
                                   by["em3"]["auc"] - by["id_only"]["auc"], ">=", -0.002))
     for t in targets:
         print(f"target {t['name']}: {t['value']:+.4f} ({t['target']}) {'met' if t['met'] else 'NOT met'}")
-    command = "python benchmarks/quality.py  (per dataset: --datasets synth / --datasets movielens)"
+    command = ("python benchmarks/quality.py --presets id_only em3 --seeds 0 1 2; "
+               "python benchmarks/quality.py --presets em3_no_cic em3_frozen_seq em3_full_seq "
+               "em3_no_content_seq --seeds 0")
     path = write_results("quality", rows, targets, command.strip(), {"runs": raw})
     print(f"wrote {path}")
     return 0
