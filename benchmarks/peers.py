@@ -46,13 +46,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import print_table, target, write_results  # noqa: E402
+from benchmarks.peers_export import PRESET, export_for_fuxictr  # noqa: E402
 
 PEER_VENV = ROOT / ".venv-peers"
 WORKER = Path(__file__).resolve().parent / "peers_fuxictr_worker.py"
 TORCH_VERSION = "2.13.0"
 FUXICTR_VERSION = "2.3.10"  # the newest on PyPI when written; its wheel ships model_zoo/LongCTR
-MOVIELENS_SRC = Path("/work/shared/data/movielens-small")
-PRESET = "id_only"
+# The project's shared data folder sits beside the repository (never copied into it).
+MOVIELENS_SRC = ROOT.parent / "shared" / "data" / "movielens-small"
 AUC_MARGIN = 0.0  # ours at least as accurate: AUC(ours) - AUC(FuxiCTR DIN) >= 0
 SPEEDUP = 1.5  # ours >= 1.5x FuxiCTR DIN's training samples/s
 
@@ -118,105 +119,6 @@ def make_dataset(name: str, workdir: Path) -> Path | None:
     raise ValueError(f"unknown dataset {name!r}")
 
 
-def _sequence_keys(user: np.ndarray, ts: np.ndarray) -> np.ndarray:
-    if ts.min() < 0 or ts.max() >= 2**32:
-        raise ValueError("timestamps must be in [0, 2**32) seconds")
-    return (user.astype(np.int64) << 32) | ts.astype(np.int64)
-
-
-def export_for_fuxictr(data_dir: Path, out: Path) -> dict[str, Any]:
-    """Prepares ``data_dir`` with our pipeline and writes FuxiCTR's LongCTR input files.
-
-    Files in ``out``: ``{train,valid,test}.parquet`` (one row per interaction: ``user_index``,
-    ``item_index``, ``seq_len``, the pooled categoricals as ``our index + 1``, the primary
-    label), ``user_info.parquet`` (``full_item_seq`` per ``user_index``: the user's positives in
-    time order as item indices) and ``item_info.parquet`` (row ``k`` = item ``k``: ``item_id`` =
-    our item vocabulary index + 1; row 0 is padding). Indices are shifted by one because
-    FuxiCTR keeps row 0 of every table as a zero padding row, while our row 0 is the
-    (trainable) out-of-vocabulary row.
-
-    Returns the FuxiCTR feature/label specs and the test rows' keys and labels.
-    """
-    from data.dataset import load_dataset
-    from data.prepare import index_column, prepare
-    from recsys.config import load_train_config
-
-    cfg = load_train_config(PRESET)
-    dataset = load_dataset(data_dir)
-    prepared = prepare(dataset, cfg.prepare_config())
-    layout, frame = prepared.layout, prepared.frame
-    label = layout.labels[0]
-    max_len = layout.max_history
-
-    # The user's positives (primary label) in (ts, row_id) order: what our history draws from.
-    positives = (frame.filter(pl.col(label) == 1).sort("user_key", "ts", "row_id")
-                 .select("user_key", "ts", "item_row"))
-    pos_keys = _sequence_keys(positives["user_key"].to_numpy(), positives["ts"].to_numpy())
-    n_users = int(frame["user_key"].max()) + 1
-    out.mkdir(parents=True, exist_ok=True)
-    sequences = positives.group_by("user_key").agg(
-        (pl.col("item_row").cast(pl.Int64) + 1).alias("full_item_seq"))  # keeps time order
-    user_info = (pl.DataFrame({"user_key": np.arange(n_users, dtype=np.int64)})
-                 .join(sequences, on="user_key", how="left", maintain_order="left")
-                 .select(pl.col("full_item_seq").fill_null(pl.lit([], dtype=pl.List(pl.Int64)))))
-    user_info.write_parquet(out / "user_info.parquet")
-    # What FuxiCTR will read, flat: user u's sequence is flat[user_start[u]:][:len_u].
-    flat = user_info["full_item_seq"].explode(empty_as_null=False, keep_nulls=False).to_numpy()
-    lengths = user_info["full_item_seq"].list.len().to_numpy().astype(np.int64)
-    user_start = np.cumsum(lengths) - lengths
-    item_id = np.concatenate([[0], prepared.item_index_by_row() + 1]).astype(np.int64)
-    pl.DataFrame({"item_index": np.arange(len(item_id), dtype=np.int64), "item_id": item_id}
-                 ).write_parquet(out / "item_info.parquet")
-
-    pooled = list(layout.pooled)
-    tests: dict[str, np.ndarray] = {}
-    for split in ("train", "valid", "test"):
-        rows = frame.filter(pl.col("split") == split)
-        user = rows["user_key"].to_numpy().astype(np.int64)
-        keys = _sequence_keys(user, rows["ts"].to_numpy())
-        seq_len = np.searchsorted(pos_keys, keys, side="left") - user_start[user]
-        _check_sequences(rows, user_start[user], seq_len, flat, max_len)
-        table = {"user_index": user, "item_index": rows["item_row"].to_numpy() + 1,
-                 "seq_len": seq_len}
-        table |= {f: rows[index_column(f)].to_numpy() + 1 for f in pooled}
-        table[label] = rows[label].to_numpy()
-        pl.DataFrame({k: np.asarray(v, dtype=np.int64) for k, v in table.items()}
-                     ).write_parquet(out / f"{split}.parquet")
-        if split == "test":
-            tests = {"row_id": rows["row_id"].to_numpy(), "user_key": user,
-                     "y": rows[label].to_numpy().astype(np.int8)}
-
-    meta = [{"name": n, "active": True, "dtype": "int", "type": "meta", "remap": False}
-            for n in ("user_index", "item_index", "seq_len")]
-    cats = [{"name": f, "active": True, "dtype": "int", "type": "categorical", "source": "",
-             "vocab_size": size + 1, "remap": False} for f, size in layout.pooled.items()]
-    # The only "item"-source feature: DIN embeds it for the target and every history item.
-    item = {"name": "item_id", "active": True, "dtype": "int", "type": "categorical",
-            "source": "item", "vocab_size": layout.item_vocab_size + 1, "remap": False}
-    return {"feature_cols": meta + cats + [item], "label_col": {"name": label, "dtype": "int"},
-            "label": label, "max_len": max_len, "test": tests,
-            "rows": {s: int((frame["split"] == s).sum()) for s in ("train", "valid", "test")},
-            "features": pooled + ["item (target)", "hist_item (behaviour sequence)"]}
-
-
-def _check_sequences(rows: pl.DataFrame, start: np.ndarray, seq_len: np.ndarray,
-                     flat: np.ndarray, max_len: int) -> None:
-    """Asserts that FuxiCTR's history (the last ``max_len`` of the user's first ``seq_len``
-    positives) is our ``hist_rows``, as a set and in (reversed) order, for every row."""
-    hist = rows["hist_rows"]
-    ours_len = hist.list.len().to_numpy().astype(np.int64)
-    want_len = np.minimum(seq_len, max_len)
-    if not np.array_equal(ours_len, want_len):
-        bad = int(np.flatnonzero(ours_len != want_len)[0])
-        raise AssertionError(f"history length differs at row_id {rows['row_id'][bad]}")
-    ours = hist.explode(empty_as_null=False, keep_nulls=False).to_numpy().astype(np.int64) + 1
-    j = np.arange(ours_len.sum()) - np.repeat(np.cumsum(ours_len) - ours_len, ours_len)
-    theirs = flat[np.repeat(start + seq_len - 1, ours_len) - j]  # most recent first
-    if not np.array_equal(ours, theirs):
-        raise AssertionError("behaviour sequences differ between our frame and the export")
-
-
-# ---- the two trainers -----------------------------------------------------------------------
 def train_ours_worker(data_dir: str, run_dir: str, seed: int, epochs: int, threads: int,
                       result: str, extra: str = "") -> None:
     """Runs in its own process: trains the preset (plus the ``;``-separated overrides in
