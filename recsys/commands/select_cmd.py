@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,8 +42,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_select(args: argparse.Namespace) -> int:
-    # downloads of two parquet files do not need a progress bar on stderr
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from recsys.selection import champion_history, select
 
     if args.history:
