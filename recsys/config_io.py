@@ -204,7 +204,8 @@ def to_toml(d: dict[str, Any]) -> str:
         raise TypeError(f"cannot write {type(v).__name__} to TOML")
 
     def emit(table: dict[str, Any], path: str, out: list[str]) -> None:
-        scalars = {k: v for k, v in table.items() if not (isinstance(v, dict) and _is_section(v))}
+        # A non-empty table becomes a [section]; an empty one stays inline as {}.
+        scalars = {k: v for k, v in table.items() if not (isinstance(v, dict) and v)}
         sections = {k: v for k, v in table.items() if k not in scalars}
         if path:
             out.append(f"\n[{path}]")
@@ -215,9 +216,3 @@ def to_toml(d: dict[str, Any]) -> str:
     out: list[str] = []
     emit(d, "", out)
     return "\n".join(out).lstrip() + "\n"
-
-
-def _is_section(v: dict[str, Any]) -> bool:
-    # Tables whose values are all tables-of-scalars (e.g. per-table constraints) stay inline
-    # only when empty; anything else becomes a [section].
-    return bool(v)
