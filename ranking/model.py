@@ -103,7 +103,8 @@ class RankingModel(nn.Module):
             ``RankingOutput`` with B logits per head and the B x D target ID embedding.
         """
         self._check_content(target_content, hist_content)
-        pooled, target, history, mask = self.sparse_arch(batch.pooled, batch.sequence)
+        pooled, target_id_emb, history, mask = self.sparse_arch(batch.pooled, batch.sequence)
+        target = self._hide_target_ids(target_id_emb)
         query, keys = target, history
         if self.config.attends_history_content:
             query = torch.cat([target, target_content], dim=-1)
@@ -114,7 +115,20 @@ class RankingModel(nn.Module):
             features.append(self.content_proj(target_content).unsqueeze(1))
         stack = torch.cat(features, dim=1)
         logits = self.heads(self.over_arch(self.interaction(stack)))
-        return RankingOutput(logits=logits, target_item_emb=target)
+        # CIC aligns content with the item's own ID embedding, hidden or not.
+        return RankingOutput(logits=logits, target_item_emb=target_id_emb)
+
+    def _hide_target_ids(self, target: torch.Tensor) -> torch.Tensor:
+        """B x D → B x D with ``item_id_dropout`` of the rows swapped for the unknown item.
+
+        Only in training: it is how the unknown-item embedding, and the paths that must score
+        a cold item without it, get trained (there are no unknown IDs in the train split).
+        """
+        p = self.config.item_id_dropout
+        if not self.training or p == 0.0:
+            return target
+        hide = torch.rand(target.shape[0], device=target.device) < p
+        return self.sparse_arch.unknown_item.replace(target, hide)
 
     def _check_content(self, target_content: torch.Tensor | None,
                        hist_content: torch.Tensor | None) -> None:

@@ -101,6 +101,21 @@ def planner_constraints(model: nn.Module, config: RankingConfig,
     return constraints
 
 
+class DataParallelUnlessAlone(DefaultDataParallelWrapper):
+    """TorchRec's DDP wrapper for the dense part, skipped when the world has one process.
+
+    Why: alone, DDP only adds work (bucket copies, a gloo all-reduce of every dense gradient
+    onto itself, forward hooks): about 1.3 ms of a 30 ms id_only step on the reference CPU.
+    DMP's state dict has the same keys either way, so checkpoints move between world sizes.
+    """
+
+    def wrap(self, dmp: DistributedModelParallel, env: ShardingEnv, device) -> None:
+        if env.world_size == 1:
+            dmp._dmp_wrapped_module.to(device)
+            return
+        super().wrap(dmp, env, device)
+
+
 def make_plan(model: nn.Module, config: RankingConfig, env: DistEnv,
               pg: dist.ProcessGroup) -> ShardingPlan:
     """Runs the planner on every rank and agrees on rank 0's plan (``collective_plan``)."""
@@ -154,7 +169,7 @@ def shard_model(model: nn.Module, config: RankingConfig, env: DistEnv | None = N
         device=env.device,
         plan=plan,
         sharders=get_default_sharders(),
-        data_parallel_wrapper=DefaultDataParallelWrapper(
+        data_parallel_wrapper=DataParallelUnlessAlone(
             find_unused_parameters=find_unused_parameters,
             # static_graph assumes every iteration uses the same parameters; with unused
             # parameters allowed that no longer holds.

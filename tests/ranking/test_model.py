@@ -7,6 +7,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from data.batch import HISTORY_FEATURE, ITEM_FEATURE, FeatureLayout
+from data.vocab import OOV_INDEX
 from ranking.archs import DCNInteraction, DINAttention, DLRMInteraction
 from ranking.config import RankingConfig
 from ranking.model import RankingModel
@@ -206,3 +207,57 @@ def test_plain_baseline_learns_the_planted_signal():
     scores = predict(model, test)["click"]
     labels = torch.cat([b.labels["click"] for b in test])
     assert roc_auc_score(labels.numpy(), scores.numpy()) > 0.6
+
+
+def test_out_of_vocabulary_items_read_the_unknown_item_embedding():
+    world = toy_world()
+    model = RankingModel(world.layout, RankingConfig(embedding_dim=4))
+    with torch.no_grad():
+        model.sparse_arch.unknown_item.weight.copy_(torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    batch = world.batches(16, 16, seed=3)[0]
+    pooled = {name: jt.values() for name, jt in batch.pooled.to_dict().items()}
+    item = batch.target_item_rows.clone()
+    item[:5] = OOV_INDEX
+    history = batch.hist_item_rows.clone()
+    history[:, 0] = OOV_INDEX  # the most recent history item of every row is unknown too
+    lengths = batch.hist_mask.sum(1)
+    oov = make_batch(world.layout, pooled, item, history, lengths, batch.labels)
+    _, target, hist, mask = model.sparse_arch(oov.pooled, oov.sequence)
+    table = model.sparse_arch.ec.embeddings["table_item"].weight
+    unknown = model.sparse_arch.unknown_item.weight
+    torch.testing.assert_close(target[:5], unknown.expand(5, 4))
+    torch.testing.assert_close(target[5:], table[item[5:]])
+    has = lengths > 0
+    torch.testing.assert_close(hist[has, 0], unknown.expand(int(has.sum()), 4))
+    rest = mask.clone()
+    rest[:, 0] = False
+    torch.testing.assert_close(hist[rest], table[history[rest]])
+
+
+def test_item_id_dropout_hides_target_ids_in_training_only():
+    world = toy_world()
+    config = RankingConfig(embedding_dim=4, item_id_dropout=0.5, over_arch=(8,))
+    model = RankingModel(world.layout, config)
+    with torch.no_grad():
+        model.sparse_arch.unknown_item.weight.fill_(0.7)
+    batch = world.batches(64, 64, seed=4)[0]
+    model.train()
+    torch.manual_seed(11)
+    trained = model(batch)
+    torch.manual_seed(11)
+    hide = torch.rand(64) < 0.5
+    assert 10 < int(hide.sum()) < 54
+    # The same rows scored in eval mode with their item replaced by the OOV index.
+    pooled = {name: jt.values() for name, jt in batch.pooled.to_dict().items()}
+    item = torch.where(hide, OOV_INDEX, batch.target_item_rows)
+    hidden = make_batch(world.layout, pooled, item, batch.hist_item_rows, batch.hist_mask.sum(1),
+                        batch.labels)
+    model.eval()
+    torch.testing.assert_close(trained.logits["click"], model(hidden).logits["click"])
+    # CIC still sees every row's own ID embedding, hidden or not.
+    table = model.sparse_arch.ec.embeddings["table_item"].weight
+    torch.testing.assert_close(trained.target_item_emb, table[batch.target_item_rows])
+    # Evaluation never hides anything.
+    torch.testing.assert_close(model(batch).logits["click"], model(batch).logits["click"])
+    with pytest.raises(ValueError, match="item_id_dropout"):
+        RankingConfig(item_id_dropout=1.0)
