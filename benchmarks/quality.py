@@ -24,7 +24,8 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.common import RESULTS_DIR, print_table, target, write_results  # noqa: E402
 
-PRESETS = ("id_only", "em3", "em3_no_cic", "em3_frozen_seq", "em3_full_seq", "em3_no_content_seq")
+PRESETS = ("id_only", "em3", "em3_no_cic", "em3_no_interest", "em3_frozen_seq", "em3_full_seq",
+           "em3_no_content_seq")
 WORK = REPO / "benchmarks" / ".data"
 MOVIELENS = REPO.parent / "shared" / "data" / "movielens-small"
 METRICS = ("auc", "gauc", "auc_cold_item")

@@ -20,6 +20,7 @@ from ranking.loss import multitask_bce
 from ranking.model import RankingModel
 from recsys.cic import ContentIdContrastive
 from recsys.config import TrainConfig
+from recsys.interest import InterestContrastive
 
 
 class EM3Output(NamedTuple):
@@ -29,11 +30,13 @@ class EM3Output(NamedTuple):
         logits: head → B logits (labels, then retention heads).
         target_item_emb: B x D target item ID embedding.
         target_content: B x d target content embedding, or None for the ID-only model.
+        hist_content: B x L x d history content embeddings, or None without a sequence path.
     """
 
     logits: dict[str, torch.Tensor]
     target_item_emb: torch.Tensor
     target_content: torch.Tensor | None
+    hist_content: torch.Tensor | None = None
 
 
 def qformer_config(cfg: TrainConfig, tokens: HasTokens) -> QFormerConfig:
@@ -78,6 +81,10 @@ class EM3Model(nn.Module):
         if cfg.uses_cic:
             self.cic = ContentIdContrastive(cfg.content.hidden, ranking_cfg.embedding_dim,
                                             proj_dim=cfg.cic.proj_dim, temperature=cfg.cic.temperature)
+        self.interest: InterestContrastive | None = None
+        if cfg.uses_interest:
+            self.interest = InterestContrastive(cfg.content.hidden, proj_dim=cfg.interest.proj_dim,
+                                                temperature=cfg.interest.temperature)
 
     def forward(self, batch: Batch) -> EM3Output:
         target_content = hist_content = None
@@ -88,7 +95,7 @@ class EM3Model(nn.Module):
                 target_content, hist_content = self.content(
                     batch.target_item_rows, batch.hist_item_rows, batch.hist_mask)
         out = self.ranking(batch, target_content, hist_content)
-        return EM3Output(out.logits, out.target_item_emb, target_content)
+        return EM3Output(out.logits, out.target_item_emb, target_content, hist_content)
 
     def loss(self, out: EM3Output, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         """Σ BCE over label heads + retention_weight · Σ BCE over retention heads (masked where
@@ -100,6 +107,12 @@ class EM3Model(nn.Module):
             cic = self.cic(out.target_content, out.target_item_emb, batch.target_item_rows)
             parts["cic"] = float(cic.detach())
             total = total + self.cfg.cic.weight * cic
+        if self.interest is not None and out.hist_content is not None:
+            primary = self.ranking.layout.labels[0]
+            interest = self.interest(out.target_content, out.hist_content, batch.hist_mask,
+                                     batch.labels[primary] > 0.5, batch.user_key)
+            parts["interest"] = float(interest.detach())
+            total = total + self.cfg.interest.weight * interest
         parts["loss"] = float(total.detach())
         return total, parts
 

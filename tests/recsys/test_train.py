@@ -49,6 +49,7 @@ def test_em3_learns_and_writes_a_complete_run(em3_run):
     assert [h["epoch"] for h in history] == [1, 2]
     # The contrastive loss is part of the objective and falls as training aligns content and IDs.
     assert history[1]["train_parts"]["cic"] < history[0]["train_parts"]["cic"]
+    assert all(0 < h["train_parts"]["interest"] < 10 for h in history)
     assert history[1]["train_loss"] < history[0]["train_loss"]
     assert (out / "predictions" / "test.parquet").is_file()
     assert json.loads((out / "run.json").read_text())["status"] == "finished"
@@ -83,6 +84,28 @@ def test_cic_gives_the_qformer_gradients_and_falls(world):
         opt.step()
         losses.append(float(loss.detach()))
     assert losses[-1] < 0.8 * losses[0], losses[::10]
+
+
+def test_interest_loss_trains_the_target_encoder_and_the_history_adapters(world):
+    torch.manual_seed(0)
+    cfg = load_train_config("em3", [*TINY, f'data.dir="{world}"'])
+    dataset = load_dataset(world)
+    prepared = prepare(dataset, cfg.prepare_config())
+    from multimodal.token_cache import build_token_cache
+    from recsys.content_setup import TokenCache
+
+    build_token_cache(dataset, vision="tiny", text="tiny", tokens=8, progress=False)
+    model = EM3Model(prepared.layout, cfg, TokenCache.for_dataset(dataset, tokens=8).tensors)
+    batch = next(iter(BatchLoader(prepared, "train", 256, shuffle=True, seed=0)))
+    out = model(batch)
+    assert out.hist_content is not None and out.hist_content.shape[:2] == batch.hist_mask.shape
+    loss, parts = model.loss(out, batch)
+    assert parts["interest"] > 0
+    model.interest(out.target_content, out.hist_content, batch.hist_mask,
+                   batch.labels["click"] > 0.5, batch.user_key).backward()
+    groups = model.content_param_groups()
+    for name in ("qformer", "adapters"):  # target side: base weights; history side: LoRA
+        assert sum(float(p.grad.abs().sum()) for p in groups[name] if p.grad is not None) > 0, name
 
 
 def test_killed_run_resumes_to_the_same_result(world, tmp_path):
@@ -164,10 +187,16 @@ def test_bad_config_value_is_one_clear_message_and_exit_2(world, tmp_path, overr
 
 def test_ablation_presets_resolve_to_their_variants():
     seq = {p: load_train_config(p).content.seq_mode for p in
-           ("em3", "em3_frozen_seq", "em3_full_seq", "em3_no_content_seq", "em3_no_cic")}
+           ("em3", "em3_frozen_seq", "em3_full_seq", "em3_no_content_seq", "em3_no_cic",
+            "em3_no_interest")}
     assert seq == {"em3": "lora", "em3_frozen_seq": "frozen", "em3_full_seq": "full",
-                   "em3_no_content_seq": "none", "em3_no_cic": "lora"}
+                   "em3_no_content_seq": "none", "em3_no_cic": "lora", "em3_no_interest": "lora"}
     assert load_train_config("em3_no_cic").cic.weight == 0.0
+    assert load_train_config("em3_no_cic").uses_interest
+    assert not load_train_config("em3_no_interest").uses_interest
+    assert load_train_config("em3_no_interest").uses_cic
+    # Without history content there is nothing for the interest loss to compare with.
+    assert not load_train_config("em3_no_content_seq").uses_interest
     assert not load_train_config("id_only").content.enabled
 
 

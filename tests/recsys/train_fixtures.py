@@ -21,10 +21,6 @@ TINY = [
     "ranking.embedding_dim=8", "ranking.attention_hidden=[16]", "ranking.over_arch=[32]",
     "train.epochs=2", "train.batch_size=256", "train.eval_batch_size=1024", "train.threads=1",
     "train.patience=5", "tracking.enabled=false",
-    # Two epochs of a tiny model: at the default λ = 1 the contrastive term (≈ ln 256 at this
-    # batch) dominates the first epochs; λ = 0.1 lets these mechanics tests learn in seconds.
-    # The default's quality is measured on the default world (benchmarks/quality.py).
-    "cic.weight=0.1",
 ]
 
 
