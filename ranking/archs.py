@@ -127,7 +127,7 @@ class DINAttention(nn.Module):
     ``W [q; k; q-k; q*k] = (Wq + Wd) q + [Wk - Wd, Wp] [k; q*k]``, so the query's share is
     computed once per row instead of once per history position and the B x L x 4D input is
     never built (same parameters and result as the plain form, about a third fewer FLOPs in
-    the unit). Without softmax the raw
+    the unit); padding positions are skipped altogether. Without softmax the raw
     scores weight the sum, so a user with many relevant items gets a larger vector (DIN's
     argument for keeping intensity); with softmax the weights sum to one over valid positions.
 
@@ -146,21 +146,30 @@ class DINAttention(nn.Module):
         self.unit = mlp(4 * dim, hidden, dropout, device, prelu=True)
         self.score = nn.Linear(hidden[-1] if hidden else 4 * dim, 1, device=device)
 
-    def activation_unit(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        """query: B x Dq, keys: B x L x Dq → B x L raw scores."""
+    def activation_unit(self, query: torch.Tensor, keys: torch.Tensor,
+                        mask: torch.Tensor) -> torch.Tensor:
+        """query: B x Dq, keys: B x L x Dq, mask: B x L bool → B x L raw scores (0 at padding).
+
+        Only the valid positions go through the unit: on the default world 40% of the B x L
+        history slots hold an item, so scoring the padding would be 2.5x the work.
+        """
         if len(self.unit) == 0:  # no hidden layer: the score layer reads the plain input
             q = query.unsqueeze(1).expand_as(keys)
             return self.score(torch.cat([q, keys, q - keys, q * keys], dim=-1)).squeeze(-1)
         first: nn.Linear = self.unit[0]
         w_q, w_k, w_d, w_p = first.weight.split(self.dim, dim=1)
+        row = mask.nonzero()[:, 0]                                                  # N
+        k = keys[mask]                                                              # N x Dq
         per_row = F.linear(query, w_q + w_d, first.bias)                            # B x H
-        per_key = F.linear(torch.cat([keys, query.unsqueeze(1) * keys], dim=-1),
-                           torch.cat([w_k - w_d, w_p], dim=1))                      # B x L x H
-        return self.score(self.unit[1:](per_key + per_row.unsqueeze(1))).squeeze(-1)
+        per_key = F.linear(torch.cat([k, query[row] * k], dim=-1),
+                           torch.cat([w_k - w_d, w_p], dim=1))                      # N x H
+        valid = self.score(self.unit[1:](per_key + per_row[row])).squeeze(-1)       # N
+        return torch.zeros(mask.shape, dtype=valid.dtype, device=valid.device).masked_scatter(
+            mask, valid)
 
     def forward(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """query: B x Dq, keys: B x L x Dq, mask: B x L bool → B x Dq (zeros for no history)."""
-        scores = self.activation_unit(query, keys)
+        scores = self.activation_unit(query, keys, mask)
         if self.softmax:
             scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
             weights = torch.softmax(scores, dim=-1)
