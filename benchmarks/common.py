@@ -62,8 +62,9 @@ def peak_rss_mb() -> float:
 
 
 def target(name: str, value: float, op: str, threshold: float) -> dict[str, Any]:
-    """A target row: ``op`` is one of '<=', '>='."""
-    met = value <= threshold if op == "<=" else value >= threshold
+    """A target row: ``op`` is one of '<=', '>=', '<', '>'."""
+    met = {"<=": value <= threshold, ">=": value >= threshold, "<": value < threshold,
+           ">": value > threshold}[op]
     return {"name": name, "value": round(float(value), 4), "target": f"{op} {threshold}", "met": bool(met)}
 
 

@@ -81,7 +81,8 @@ def export_for_fuxictr(data_dir: Path, out: Path) -> dict[str, Any]:
                      ).write_parquet(out / f"{split}.parquet")
         if split == "test":
             tests = {"row_id": rows["row_id"].to_numpy(), "user_key": user,
-                     "y": rows[label].to_numpy().astype(np.int8)}
+                     "y": rows[label].to_numpy().astype(np.int8),
+                     "cold_item": rows["cold_item"].to_numpy().astype(bool)}
 
     meta = [{"name": n, "active": True, "dtype": "int", "type": "meta", "remap": False}
             for n in ("user_index", "item_index", "seq_len")]

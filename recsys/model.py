@@ -1,8 +1,9 @@
-"""The EM3 composition: content encoder (Q-Former + LoRA history path) → ranking model, + CIC.
+"""The EM3 composition: content encoder (Q-Former + LoRA history path) → ranking model, + CIC
+and the interest contrastive loss.
 
 ``EM3Model`` is one ``nn.Module`` so that ``DistributedModelParallel`` can wrap it whole: the
 ranking model's TorchRec tables get sharded, everything else (Q-Former, adapters, attention,
-towers, CIC projections) is the dense part that DDP replicates.
+towers, CIC and interest projections) is the dense part that DDP replicates.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ class EM3Model(nn.Module):
 
     def loss(self, out: EM3Output, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         """Σ BCE over label heads + retention_weight · Σ BCE over retention heads (masked where
-        censored) + λ · CIC. Returns (total, parts)."""
+        censored) + λ · CIC + interest.weight · interest. Returns (total, parts)."""
         weights = {h: self.cfg.loss.retention_weight for h in self.ranking.layout.retention_labels}
         total, per_head = multitask_bce(out.logits, batch.labels, batch.label_masks, weights)
         parts = {f"bce_{k}": float(v) for k, v in per_head.items()}
