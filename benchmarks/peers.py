@@ -351,7 +351,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-ablation", action="store_true",
                     help="skip the diagnostic row: id_only with ranking.retention_heads=false")
     ap.add_argument("--no-write", action="store_true", help="print only, leave results alone")
+    ap.add_argument("--collect-only", action="store_true",
+                    help="train nothing: recompute the means and targets of the recorded "
+                         "results/peers.json (e.g. after quality.json changed the em3 rows)")
     args = ap.parse_args(argv)
+    if args.collect_only:
+        recollect()
+        return
 
     from recsys.config import load_train_config
 
@@ -367,24 +373,16 @@ def main(argv: list[str] | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
-    targets: list[dict[str, Any]] = []
     try:
         for name in datasets:
-            new = bench_dataset(name, python, workdir, args.seeds, epochs, args.threads,
-                                args.num_workers, not args.no_ablation)
-            rows += new
-            if new:
-                targets += targets_for(rows, name)
+            rows += bench_dataset(name, python, workdir, args.seeds, epochs, args.threads,
+                                  args.num_workers, not args.no_ablation)
     finally:
         if tmp is not None:
             tmp.cleanup()
     columns = ["model", "dataset", "test_auc", "gauc", "auc_cold_item", "train_samples_per_s",
                "peak_rss_mb"]
-    means = summary(rows)
-    for name in dict.fromkeys(r["dataset"] for r in rows):
-        em3 = em3_reference(name)
-        if em3 is not None:  # a reference row: read from quality.json, not trained here
-            means.append({**em3, "train_samples_per_s": None, "peak_rss_mb": None})
+    means, targets = summarise(rows)
     print()
     print_table(rows, columns[:2] + ["seed"] + columns[2:] + ["epochs"])
     print(f"\nmeans over {args.seeds} seed(s):")
@@ -400,6 +398,31 @@ def main(argv: list[str] | None = None) -> None:
             "threads": args.threads, "fuxictr_num_workers": args.num_workers,
             "seeds": args.seeds}, "summary": means})
         print(f"wrote {path.relative_to(ROOT)}")
+
+
+def summarise(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(means per model and dataset, with the em3 reference rows; targets per dataset)."""
+    means = summary(rows)
+    targets: list[dict[str, Any]] = []
+    for name in dict.fromkeys(r["dataset"] for r in rows):
+        targets += targets_for(rows, name)
+        em3 = em3_reference(name)
+        if em3 is not None:  # a reference row: read from quality.json, not trained here
+            means.append({**em3, "train_samples_per_s": None, "peak_rss_mb": None})
+    return means, targets
+
+
+def recollect() -> None:
+    path = RESULTS_DIR / "peers.json"
+    recorded = json.loads(path.read_text())
+    means, targets = summarise(recorded["rows"])
+    print_table(means, ["model", "dataset", "test_auc", "gauc", "auc_cold_item",
+                        "train_samples_per_s", "peak_rss_mb"])
+    print()
+    print_table(targets)
+    write_results("peers", recorded["rows"], targets, recorded["command"],
+                  extra={"setup": recorded["setup"], "summary": means})
+    print(f"rewrote {path.relative_to(ROOT)} (rows as recorded {recorded['date']})")
 
 
 if __name__ == "__main__":
