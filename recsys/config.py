@@ -61,10 +61,11 @@ class ContentSection:
 class CICSection:
     """Content-ID contrastive loss: total = Σ BCE + weight · CIC."""
 
-    # 0.1 (with the interest loss on): on the default world, seed 0, 3 epochs, λ = 0.1 gave
-    # click AUC 0.7426 / cold-item AUC 0.6966 and λ = 1 gave 0.6834 / 0.6180. At λ = 1 the CIC
-    # gradient (≈ ln B early on) dominates the ID tables' row-wise Adagrad state and slows the
-    # ranking: valid AUC after epoch 1 was 0.644 against 0.685 for id_only.
+    # 0.1 (with the interest loss on). Exploration runs (docs/training.md), default world,
+    # seed 0, 3 epochs: λ = 0.1 gave click AUC 0.7426 / cold-item AUC 0.6966 and λ = 1 gave
+    # 0.6834 / 0.6180. At λ = 1 the CIC gradient (≈ ln B early on) dominates the ID tables'
+    # row-wise Adagrad state and slows the ranking: valid AUC after epoch 1 was 0.644 against
+    # 0.685 for id_only.
     weight: float = field(default=0.1, metadata=_min(0.0))
     temperature: float = field(default=0.1, metadata=_min(1e-4))
     proj_dim: int = field(default=32, metadata=_min(1))
@@ -77,9 +78,9 @@ class InterestSection:
     Needs history content (``content.seq_mode`` other than ``none``); ignored otherwise.
     """
 
-    # 1.0: on the default world, seed 0, em3 went from click AUC 0.6772 / cold-item AUC 0.6164
-    # (no interest loss, CIC λ = 1) to 0.7426 / 0.6966 (interest 1.0, CIC λ = 0.1); seed 1:
-    # 0.7230 / 0.6686. A linear probe of the trained content embeddings finds the world's
+    # 1.0. Exploration runs (docs/training.md), default world, seed 0: em3 went from click AUC
+    # 0.6772 / cold-item AUC 0.6164 (no interest loss, CIC λ = 1) to 0.7426 / 0.6966 (interest
+    # 1.0, CIC λ = 0.1); seed 1: 0.7230 / 0.6686. A linear probe of the trained content embeddings finds the world's
     # hidden topic for 86% of items with it and 26% without.
     weight: float = field(default=1.0, metadata=_min(0.0))
     temperature: float = field(default=0.1, metadata=_min(1e-4))
