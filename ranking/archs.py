@@ -155,7 +155,8 @@ class DINAttention(nn.Module):
         """
         if len(self.unit) == 0:  # no hidden layer: the score layer reads the plain input
             q = query.unsqueeze(1).expand_as(keys)
-            return self.score(torch.cat([q, keys, q - keys, q * keys], dim=-1)).squeeze(-1)
+            scores = self.score(torch.cat([q, keys, q - keys, q * keys], dim=-1)).squeeze(-1)
+            return scores * mask.to(scores.dtype)
         first: nn.Linear = self.unit[0]
         w_q, w_k, w_d, w_p = first.weight.split(self.dim, dim=1)
         row = mask.nonzero()[:, 0]                                                  # N

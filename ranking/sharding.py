@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 
+import torch
 import torch.distributed as dist
 from torch import nn
 from torchrec.distributed.model_parallel import (
@@ -109,7 +110,7 @@ class DataParallelUnlessAlone(DefaultDataParallelWrapper):
     DMP's state dict has the same keys either way, so checkpoints move between world sizes.
     """
 
-    def wrap(self, dmp: DistributedModelParallel, env: ShardingEnv, device) -> None:
+    def wrap(self, dmp: DistributedModelParallel, env: ShardingEnv, device: torch.device) -> None:
         if env.world_size == 1:
             dmp._dmp_wrapped_module.to(device)
             return

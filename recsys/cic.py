@@ -13,6 +13,21 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def symmetric_infonce(a: torch.Tensor, b: torch.Tensor, keys: torch.Tensor,
+                      temperature: float) -> torch.Tensor:
+    """Symmetric InfoNCE of row-aligned pairs (a_i, b_i), the other rows as negatives.
+
+    a, b: N x P L2-normalised; keys: N long. Rows that share a key with row i (other than i
+    itself) are masked out of its denominators: they are the same item / user, not negatives.
+    """
+    logits = a @ b.T / temperature  # N x N
+    same = keys[:, None] == keys[None, :]
+    off_diagonal = ~torch.eye(len(keys), dtype=torch.bool, device=logits.device)
+    logits = logits.masked_fill(same & off_diagonal, float("-inf"))
+    target = torch.arange(len(keys), device=logits.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
 class ContentIdContrastive(nn.Module):
     """Projects content (B x Dc) and ID (B x Di) embeddings into a shared space and scores them.
 
@@ -41,9 +56,4 @@ class ContentIdContrastive(nn.Module):
         """
         c = F.normalize(self.content_proj(content.float()), dim=-1)
         i = F.normalize(self.id_proj(id_emb.float()), dim=-1)
-        logits = c @ i.T / self.temperature  # B x B
-        same_item = item_keys[:, None] == item_keys[None, :]
-        off_diagonal = ~torch.eye(len(item_keys), dtype=torch.bool, device=logits.device)
-        logits = logits.masked_fill(same_item & off_diagonal, float("-inf"))
-        target = torch.arange(len(item_keys), device=logits.device)
-        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+        return symmetric_infonce(c, i, item_keys, self.temperature)

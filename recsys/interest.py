@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recsys.cic import symmetric_infonce
+
 
 class InterestContrastive(nn.Module):
     """Args: content_dim: d; proj_dim: size of the shared space; temperature: τ."""
@@ -49,10 +51,4 @@ class InterestContrastive(nn.Module):
         history = (hist_content[rows] * mask).sum(1) / mask.sum(1)
         a = F.normalize(self.proj(target_content[rows].float()), dim=-1)
         h = F.normalize(self.proj(history.float()), dim=-1)
-        logits = a @ h.T / self.temperature
-        users = user_keys[rows]
-        same_user = users[:, None] == users[None, :]
-        off_diagonal = ~torch.eye(len(users), dtype=torch.bool, device=logits.device)
-        logits = logits.masked_fill(same_user & off_diagonal, float("-inf"))
-        target = torch.arange(len(users), device=logits.device)
-        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+        return symmetric_infonce(a, h, user_keys[rows], self.temperature)
