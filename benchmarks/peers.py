@@ -45,8 +45,15 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import RESULTS_DIR, print_table, target, write_results  # noqa: E402
+from benchmarks.common import print_table, write_results  # noqa: E402
 from benchmarks.peers_export import PRESET, export_for_fuxictr  # noqa: E402
+from benchmarks.peers_report import (  # noqa: E402
+    COLUMNS,
+    OURS,
+    OURS_NO_RETENTION,
+    recollect,
+    summarise,
+)
 
 PEER_VENV = ROOT / ".venv-peers"
 WORKER = Path(__file__).resolve().parent / "peers_fuxictr_worker.py"
@@ -54,8 +61,6 @@ TORCH_VERSION = "2.13.0"
 FUXICTR_VERSION = "2.3.10"  # the newest on PyPI when written; its wheel ships model_zoo/LongCTR
 # The project's shared data folder sits beside the repository (never copied into it).
 MOVIELENS_SRC = ROOT.parent / "shared" / "data" / "movielens-small"
-AUC_MARGIN = 0.0  # ours at least as accurate: AUC(ours) - AUC(FuxiCTR DIN) >= 0
-SPEEDUP = 1.5  # ours >= 1.5x FuxiCTR DIN's training samples/s
 
 
 # ---- the peer environment -------------------------------------------------------------------
@@ -217,8 +222,6 @@ def _quality(y: np.ndarray, p: np.ndarray, groups: np.ndarray,
     return auc(y, p), gauc(y, p, groups)[0], auc(y[cold], p[cold]) if cold.any() else None
 
 
-OURS = "ours: id_only (DIN + DCNv2, TorchRec)"
-OURS_NO_RETENTION = "ours: id_only, retention_heads=false (ablation)"
 NO_RETENTION = ("ranking.retention_heads=false",)
 
 
@@ -277,64 +280,6 @@ def bench_dataset(name: str, python: Path, workdir: Path, seeds: int, epochs: in
     return rows
 
 
-def targets_for(rows: list[dict[str, Any]], dataset: str) -> list[dict[str, Any]]:
-    """The issue's targets, means over seeds: ``id_only`` as shipped against FuxiCTR's DIN, and
-    ``em3`` against both (em3 from ``results/quality.json``, see ``em3_reference``)."""
-    def mean(model: str, key: str) -> float:
-        return statistics.fmean(r[key] for r in rows
-                                if r["dataset"] == dataset and r["model"] == model)
-
-    peer = next(r["model"] for r in rows if r["model"].startswith("FuxiCTR"))
-    auc_gap = mean(OURS, "test_auc") - mean(peer, "test_auc")
-    speedup = mean(OURS, "train_samples_per_s") / mean(peer, "train_samples_per_s")
-    out = [target(f"test_auc_id_only_minus_fuxictr_din_{dataset}", auc_gap, ">=", AUC_MARGIN),
-           target(f"train_samples_per_s_ratio_id_only_over_fuxictr_din_{dataset}", speedup,
-                  ">=", SPEEDUP)]
-    em3 = em3_reference(dataset)
-    if em3 is not None:
-        for key, name in (("test_auc", "auc"), ("auc_cold_item", "auc_cold_item")):
-            best = max(mean(OURS, key), mean(peer, key))
-            out.append(target(f"em3_minus_best_of_id_only_and_fuxictr_din_{name}_{dataset}",
-                              em3[key] - best, ">", 0.0))
-    return out
-
-
-def em3_reference(dataset: str) -> dict[str, Any] | None:
-    """``em3``'s mean test AUC / cold-item AUC from ``results/quality.json`` (None if absent).
-
-    Those runs use the same preparation (split, vocabularies, behaviour sequences) as this
-    benchmark, hence the same test rows; MovieLens there also has its posters, which only em3
-    reads. Training em3 here again would add ~25 minutes on 2 cores for the same numbers.
-    """
-    path = RESULTS_DIR / "quality.json"
-    if not path.is_file():
-        return None
-    for r in json.loads(path.read_text())["rows"]:
-        if r["dataset"] == dataset and r["preset"] == "em3":
-            return {"model": f"ours: em3 (benchmarks/quality.py, {r['seeds']} seeds)",
-                    "dataset": dataset, "seeds": r["seeds"], "test_auc": round(r["auc"], 4),
-                    "gauc": round(r["gauc"], 4), "auc_cold_item": round(r["auc_cold_item"], 4)}
-    return None
-
-
-def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean (and min..max) over seeds per model and dataset."""
-    out = []
-    for key in dict.fromkeys((r["dataset"], r["model"]) for r in rows):
-        group = [r for r in rows if (r["dataset"], r["model"]) == key]
-        row: dict[str, Any] = {"dataset": key[0], "model": key[1], "seeds": len(group)}
-        for col in ("test_auc", "gauc", "auc_cold_item", "train_samples_per_s", "peak_rss_mb"):
-            values = [r[col] for r in group if r.get(col) is not None]
-            if not values:
-                row[col] = None
-                continue
-            row[col] = round(statistics.fmean(values), 4 if "auc" in col else 1)
-            if len(group) > 1:
-                row[f"{col}_range"] = [min(values), max(values)]
-        out.append(row)
-    return out
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", choices=("synth", "movielens", "both"), default="both")
@@ -380,8 +325,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if tmp is not None:
             tmp.cleanup()
-    columns = ["model", "dataset", "test_auc", "gauc", "auc_cold_item", "train_samples_per_s",
-               "peak_rss_mb"]
+    columns = COLUMNS
     means, targets = summarise(rows)
     print()
     print_table(rows, columns[:2] + ["seed"] + columns[2:] + ["epochs"])
@@ -398,31 +342,6 @@ def main(argv: list[str] | None = None) -> None:
             "threads": args.threads, "fuxictr_num_workers": args.num_workers,
             "seeds": args.seeds}, "summary": means})
         print(f"wrote {path.relative_to(ROOT)}")
-
-
-def summarise(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(means per model and dataset, with the em3 reference rows; targets per dataset)."""
-    means = summary(rows)
-    targets: list[dict[str, Any]] = []
-    for name in dict.fromkeys(r["dataset"] for r in rows):
-        targets += targets_for(rows, name)
-        em3 = em3_reference(name)
-        if em3 is not None:  # a reference row: read from quality.json, not trained here
-            means.append({**em3, "train_samples_per_s": None, "peak_rss_mb": None})
-    return means, targets
-
-
-def recollect() -> None:
-    path = RESULTS_DIR / "peers.json"
-    recorded = json.loads(path.read_text())
-    means, targets = summarise(recorded["rows"])
-    print_table(means, ["model", "dataset", "test_auc", "gauc", "auc_cold_item",
-                        "train_samples_per_s", "peak_rss_mb"])
-    print()
-    print_table(targets)
-    write_results("peers", recorded["rows"], targets, recorded["command"],
-                  extra={"setup": recorded["setup"], "summary": means})
-    print(f"rewrote {path.relative_to(ROOT)} (rows as recorded {recorded['date']})")
 
 
 if __name__ == "__main__":
