@@ -23,8 +23,8 @@ sys.path.insert(0, str(REPO))
 from benchmarks.common import RESULTS_DIR, machine  # noqa: E402
 
 # In dependency-free order; quality and peers are the long ones (tens of minutes on 2 cores).
-BENCHMARKS = ("metrics_speed", "data_pipeline", "din_attention", "ranking_throughput", "sequence_modes",
-              "quality", "peers")
+BENCHMARKS = ("metrics_speed", "data_pipeline", "din_attention", "ranking_throughput", "train_step",
+              "sequence_modes", "quality", "peers")
 
 
 def run(names: list[str]) -> dict[str, int]:

@@ -35,7 +35,7 @@ from recsys.content_setup import load_item_tokens
 from recsys.errors import UsageError
 from recsys.metrics import compute_metrics
 from recsys.model import EM3Model
-from recsys.perf import count_flops, mfu, peak_flops
+from recsys.perf import count_flops, keep_freed_memory, mfu, peak_flops
 from recsys.predict import predictions_frame, score_split
 from recsys.run_artifacts import save_data_state
 
@@ -123,6 +123,8 @@ class Trainer:
         self.cfg, self.run_dir, self.env = cfg, run_dir, env
         self.progress = progress and env.is_main
         apply_threads(cfg)
+        if env.device.type == "cpu":
+            keep_freed_memory()
         seed_everything(cfg.train.seed)
         self.dataset = load_dataset(cfg.data.dir, allow_missing_media=cfg.data.allow_missing_media)
         self.prepared = prepare(self.dataset, cfg.prepare_config())
