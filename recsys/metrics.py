@@ -190,7 +190,8 @@ def _label_metrics(df: pl.DataFrame, label: str, path: str,
     out: dict[str, Any] = {"rows": df.height, "auc": auc(y, p)}
     if out["auc"] is None:
         notes[f"{path}.auc"] = undefined_reason(y) or "undefined"
-    out["gauc"], out["gauc_users"] = gauc(y, p, user_codes(df)) if df.height else (None, 0)
+    users = user_codes(df)
+    out["gauc"], out["gauc_users"] = gauc(y, p, users) if df.height else (None, 0)
     if out["gauc"] is None:
         notes[f"{path}.gauc"] = "no user has both classes"
     out["logloss"] = logloss(y, p)
@@ -206,6 +207,12 @@ def _label_metrics(df: pl.DataFrame, label: str, path: str,
         out[f"auc_{flag}"] = auc(y[mask], p[mask])
         if out[f"auc_{flag}"] is None:
             notes[f"{path}.auc_{flag}"] = f"{flag} rows: {undefined_reason(y[mask])}"
+        # The slice's AUC also ranks users against each other; its GAUC asks only whether
+        # each user's cold rows are ordered right (for cold items: new items for a user).
+        out[f"gauc_{flag}"], out[f"gauc_users_{flag}"] = gauc(y[mask], p[mask], users[mask])
+        if out[f"gauc_{flag}"] is None:
+            notes[f"{path}.gauc_{flag}"] = (f"{flag} rows: "
+                                            f"{'no user has both classes' if mask.any() else 'no rows'}")
     return out
 
 
@@ -250,7 +257,8 @@ def compute_metrics(predictions: pl.DataFrame, labels: list[str] | tuple[str, ..
     """The ``metrics.json`` dict (DESIGN §5) of a predictions frame (``recsys.rundir`` layout).
 
     Per label: ``auc``, ``gauc`` (+ ``gauc_users``), ``logloss``, ``auc_cold_item``,
-    ``auc_cold_user`` (+ their row counts) and ``rows``. Retention: ``return_7d``/``return_14d``
+    ``auc_cold_user`` (+ their row counts), ``gauc_cold_item``, ``gauc_cold_user`` (+ their
+    user counts) and ``rows``. Retention: ``return_7d``/``return_14d``
     ``{auc, rows}`` on uncensored rows, ``lt7_spearman``/``lt14_spearman`` over users (+ user
     counts). Undefined values are None and ``notes`` maps their dotted path to the reason.
     """

@@ -129,6 +129,11 @@ def test_compute_metrics_structure_and_values():
     cold = preds["cold_item"].to_numpy()
     assert like["auc_cold_item"] == pytest.approx(roc_auc_score(y[cold], p[cold]), abs=1e-12)
     assert like["rows_cold_item"] == int(cold.sum())
+    users = preds["user_key"].to_numpy()
+    want, n = reference_gauc(y[cold], p[cold], users[cold])
+    assert 0 < n < like["gauc_users"]
+    assert like["gauc_cold_item"] == pytest.approx(want, abs=1e-9)
+    assert like["gauc_users_cold_item"] == n
     # retention: only uncensored rows count
     ret = preds.filter(pl.col("return_7d").is_not_null())
     r7 = m["retention"]["return_7d"]
@@ -156,5 +161,7 @@ def test_compute_metrics_notes_reasons_for_one_class():
     assert m["notes"]["labels.like.auc"] == "only one class (all 0)"
     assert m["notes"]["labels.like.gauc"] == "no user has both classes"
     assert m["notes"]["labels.like.auc_cold_item"] == "cold_item rows: no rows"
+    assert like["gauc_cold_item"] is None and like["gauc_users_cold_item"] == 0
+    assert m["notes"]["labels.like.gauc_cold_item"] == "cold_item rows: no rows"
     assert like["logloss"] is not None  # logloss is defined for one class
     assert m["throughput"] == {"train_samples_per_s": None, "eval_samples_per_s": None}
