@@ -95,7 +95,10 @@ def plot_quality(result: dict, out: Path) -> Path:
         ax.bar([i + 0.2 for i in x], [r["auc_cold_item"] or 0 for r in sub], 0.4,
                yerr=[r["auc_cold_item_std"] or 0 for r in sub], label="cold-item AUC")
         ax.set_xticks(list(x), [r["preset"] for r in sub], rotation=30, ha="right", fontsize=7)
-        ax.set_ylim(0.5, max(r["auc"] for r in sub) + 0.05)
+        # From chance (0.5) up, unless a bar is below it: that one must still show.
+        lowest = min(v for r in sub for v in (r["auc"], r["auc_cold_item"]) if v is not None)
+        ax.set_ylim(min(0.5, lowest - 0.03), max(r["auc"] for r in sub) + 0.05)
+        ax.axhline(0.5, color="grey", linewidth=0.6)
         ax.set_title(ds)
         ax.legend(fontsize=7)
     fig.tight_layout()
