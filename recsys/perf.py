@@ -36,9 +36,10 @@ def keep_freed_memory() -> bool:
     fresh mmaps or trimming them back to the kernel, and every step pays page faults to zero
     the same memory again: 400-1,100 faults per ``id_only`` step on MovieLens, about 10 with
     this setting, and the step 8-15% faster (two runs of ``benchmarks/train_step.py``; no
-    change on the synthetic world, where glibc's adaptation already settles). PyTorch's CPU tuning guide
-    gets the same effect by preloading jemalloc or tcmalloc. The cost: the process keeps up
-    to that much freed memory for reuse. Does nothing (False) off Linux or without glibc.
+    change on the synthetic world, where glibc's adaptation already settles). PyTorch's CPU
+    tuning guide gets the same effect by preloading jemalloc or tcmalloc. The cost: the
+    process keeps up to that much freed memory for reuse. Does nothing (False) off Linux or
+    without glibc.
     """
     if not sys.platform.startswith("linux"):
         return False
