@@ -16,6 +16,7 @@ cleanly when absent; it is prepared once into ``benchmarks/.data`` (git-ignored)
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import statistics
 import subprocess
@@ -59,6 +60,19 @@ def dataset_dir(name: str) -> Path | None:
     raise ValueError(f"unknown dataset {name}")
 
 
+def overrides_key(overrides: list[str]) -> str:
+    """'' for the presets as shipped, else ``-set-<hash of the overrides>``."""
+    if not overrides:
+        return ""
+    return "-set-" + hashlib.sha256("\n".join(overrides).encode()).hexdigest()[:10]
+
+
+def runs_root(name: str, overrides: list[str]) -> Path:
+    """Where the finished runs of dataset ``name`` are kept for reuse; runs trained with
+    ``--set`` overrides get their own folder, so they never reuse (or pass for) default runs."""
+    return WORK / "runs" / f"{name}{overrides_key(overrides)}"
+
+
 def train_once(data: Path, preset: str, seed: int, run_dir: Path, overrides: list[str]) -> dict:
     if not (run_dir / "metrics.json").is_file():
         args = [sys.executable, "-m", "recsys", "train", preset, "--data", str(data), "--out",
@@ -94,10 +108,10 @@ def best_valid_auc(run_dir: Path) -> float:
     return max(r["valid"]["labels"][label]["auc"] for r in history)
 
 
-def selected_on_valid(name: str) -> tuple[dict, list[dict]] | None:
+def selected_on_valid(name: str, overrides: list[str]) -> tuple[dict, list[dict]] | None:
     """The row of ``SELECTED``: per seed, whichever of ``SELECTABLE`` has the higher validation
     AUC, scored on test. None unless every preset of ``SELECTABLE`` finished 3+ common seeds."""
-    root = WORK / "runs" / name
+    root = runs_root(name, overrides)
     seeds = [s for s in range(10) if all((root / f"{p}-s{s}" / "metrics.json").is_file()
                                          for p in SELECTABLE)]
     if len(seeds) < 3:
@@ -139,7 +153,8 @@ def main() -> int:
     parser.add_argument("--presets", nargs="+", default=list(PRESETS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        help="config override for every run")
+                        help="config override for every run (repeatable); such runs are kept "
+                             "apart and their results go to results/quality-set-<hash>.json")
     args = parser.parse_args()
 
     rows, raw = [], {}
@@ -150,7 +165,7 @@ def main() -> int:
         for preset in args.presets:
             runs = []
             for seed in args.seeds:
-                run_dir = WORK / "runs" / name / f"{preset}-s{seed}"
+                run_dir = runs_root(name, args.overrides) / f"{preset}-s{seed}"
                 m = train_once(data, preset, seed, run_dir, args.overrides)
                 label = next(iter(m["labels"]))
                 runs.append({"seed": seed, "label": label, "seconds": run_seconds(run_dir),
@@ -167,14 +182,15 @@ def main() -> int:
 
     # Keep the recorded results of dataset/preset pairs this invocation did not run, so datasets
     # and presets can be run as separate invocations (with their own seeds) into one file.
-    previous = RESULTS_DIR / "quality.json"
+    results_name = f"quality{overrides_key(args.overrides)}"
+    previous = RESULTS_DIR / f"{results_name}.json"
     if previous.is_file():
         old = json.loads(previous.read_text())
         done = {f"{r['dataset']}/{r['preset']}" for r in rows}
         rows = [r for r in old["rows"] if f"{r['dataset']}/{r['preset']}" not in done] + rows
         raw = {k: v for k, v in old.get("runs", {}).items() if k not in done} | raw
     for name in dict.fromkeys(r["dataset"] for r in rows):
-        picked = selected_on_valid(name)
+        picked = selected_on_valid(name, args.overrides)
         rows = [r for r in rows if (r["dataset"], r["preset"]) != (name, SELECTED)]
         raw.pop(f"{name}/{SELECTED}", None)
         if picked is not None:
@@ -201,7 +217,9 @@ def main() -> int:
                "python benchmarks/quality.py --presets id_only em3 --seeds 0 1 2; "
                "python benchmarks/quality.py --presets em3_no_interest em3_frozen_seq "
                "--seeds 0 1 2")
-    path = write_results("quality", rows, targets, command.strip(), {"runs": raw})
+    if args.overrides:  # not the recorded invocations: say what this file holds
+        command = " ".join(["python benchmarks/quality.py", *sys.argv[1:]])
+    path = write_results(results_name, rows, targets, command.strip(), {"runs": raw})
     print(f"wrote {path}")
     return 0
 
