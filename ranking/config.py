@@ -12,6 +12,11 @@ SHARDING_TYPES = ("table_wise", "column_wise", "data_parallel", "row_wise", "tab
 COMPUTE_KERNELS = ("fused", "dense", "fused_uvm", "fused_uvm_caching")
 
 
+class ConfigError(ValueError):
+    """A ``RankingConfig`` value that this model, device or world cannot run (found when the
+    model is sharded, not when the config is read); callers report it as bad input."""
+
+
 @dataclass
 class RankingConfig:
     """Hyper-parameters of the ID-only / content-aware DIN + DCNv2 ranking model.

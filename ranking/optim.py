@@ -20,7 +20,7 @@ from torchrec.modules.embedding_modules import EmbeddingBagCollection, Embedding
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 
-from ranking.config import RankingConfig
+from ranking.config import ConfigError, RankingConfig
 
 # FBGEMM's CPU kernels implement exact (row-wise) Adagrad and SGD; Adam is CUDA-only.
 _CPU_SPARSE = {"rowwise_adagrad", "adagrad", "sgd"}
@@ -31,7 +31,7 @@ def sparse_optimizer_spec(config: RankingConfig,
     """The optimizer class TorchRec maps to an FBGEMM fused optimizer, and its kwargs."""
     name = config.sparse_optimizer
     if device_type != "cuda" and name not in _CPU_SPARSE:
-        raise ValueError(f"sparse_optimizer {name!r} needs CUDA (FBGEMM CPU kernels support "
+        raise ConfigError(f"sparse_optimizer {name!r} needs CUDA (FBGEMM CPU kernels support "
                          f"{sorted(_CPU_SPARSE)})")
     lr = config.sparse_lr
     if name == "rowwise_adagrad":

@@ -30,7 +30,7 @@ from torchrec.distributed.sharding_plan import get_default_sharders
 from torchrec.distributed.types import ShardingEnv, ShardingPlan
 from torchrec.modules.embedding_modules import EmbeddingBagCollection, EmbeddingCollection
 
-from ranking.config import RankingConfig
+from ranking.config import ConfigError, RankingConfig
 from ranking.dist import DistEnv, destroy_process_group, init_process_group_from_env
 from ranking.optim import apply_sparse_optimizer, dense_parameters, make_optimizers
 from ranking.tables import resolve_table
@@ -88,8 +88,14 @@ def planner_constraints(model: nn.Module, config: RankingConfig,
         kernel = spec.get("compute_kernel")
         if (device_type == "cpu" and sharding_type in _CUDA_ONLY_POOLED
                 and tables[table][1] == "pooled"):
-            raise ValueError(f"{sharding_type} sharding of pooled table {table!r} needs CUDA; "
+            raise ConfigError(f"{sharding_type} sharding of pooled table {table!r} needs CUDA; "
                              "on CPU use table_wise, column_wise or data_parallel")
+        if (device_type == "cpu" and sharding_type == "data_parallel"
+                and tables[table][1] == "sequence"):
+            # TorchRec 1.8's data-parallel EmbeddingCollection returns the wrong number of
+            # rows here (split_with_sizes fails in construct_jagged_tensors on the first step).
+            raise ConfigError(f"data_parallel sharding of sequence table {table!r} fails in "
+                             "TorchRec on CPU; use table_wise, row_wise or column_wise")
         if sharding_type is not None and kernel is None:
             kernel = _DEFAULT_KERNEL.get(sharding_type, "fused")
         constraints[table] = ParameterConstraints(

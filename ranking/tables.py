@@ -17,6 +17,7 @@ import re
 from torchrec.modules.embedding_configs import EmbeddingBagConfig, EmbeddingConfig, PoolingType
 
 from data.batch import HISTORY_FEATURE, ITEM_FEATURE, FeatureLayout
+from ranking.config import ConfigError
 
 TABLE_PREFIX = "table_"
 ITEM_TABLE = TABLE_PREFIX + ITEM_FEATURE
@@ -79,7 +80,7 @@ def resolve_table(key: str, names: list[str]) -> str:
         return key
     if table_name(key) in names:
         return table_name(key)
-    raise ValueError(f"table_sharding names unknown table {key!r}; tables are {names}")
+    raise ConfigError(f"table_sharding names unknown table {key!r}; tables are {names}")
 
 
 def table_rows(layout: FeatureLayout, embedding_dim: int) -> dict[str, tuple[int, int]]:

@@ -26,6 +26,7 @@ from data.dataset import load_dataset
 from data.loader import BatchLoader
 from data.prepare import prepare
 from ranking.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from ranking.config import ConfigError
 from ranking.dist import DistEnv, init_process_group_from_env
 from ranking.optim import dense_parameters
 from ranking.sharding import shard_model
@@ -133,7 +134,10 @@ class Trainer:
             if cfg.content.enabled else None
         seed_everything(cfg.train.seed)
         self.em3 = EM3Model(self.prepared.layout, cfg, tokens, device="meta")
-        self.model = shard_model(self.em3, cfg.ranking_config(), env, print_plan=self.progress)
+        try:
+            self.model = shard_model(self.em3, cfg.ranking_config(), env, print_plan=self.progress)
+        except ConfigError as err:  # e.g. a table_sharding this device cannot run
+            raise UsageError(f"ranking: {err}") from err
         self.optimizer = build_optimizer(self.model, self.em3, cfg)
         self.loader = BatchLoader(self.prepared, "train", cfg.train.batch_size, shuffle=True,
                                   seed=cfg.train.seed, rank=env.rank, world_size=env.world_size,

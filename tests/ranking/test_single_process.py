@@ -151,6 +151,10 @@ def test_config_mistakes_fail_before_sharding(world_of_one):
     bad = RankingConfig(embedding_dim=8, table_sharding={"user": {"sharding_type": "row_wise"}})
     with pytest.raises(ValueError, match="pooled table 'table_user' needs CUDA"):
         shard_model(RankingModel(layout, bad, device="meta"), bad, world_of_one)
+    replicated = RankingConfig(embedding_dim=8,
+                               table_sharding={"item": {"sharding_type": "data_parallel"}})
+    with pytest.raises(ValueError, match="data_parallel sharding of sequence table 'table_item'"):
+        shard_model(RankingModel(layout, replicated, device="meta"), replicated, world_of_one)
     unknown = RankingConfig(embedding_dim=8,
                             table_sharding={"movie": {"sharding_type": "table_wise"}})
     with pytest.raises(ValueError, match="unknown table 'movie'"):

@@ -185,6 +185,23 @@ def test_bad_config_value_is_one_clear_message_and_exit_2(world, tmp_path, overr
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize(("override", "message"), [
+    ('ranking.table_sharding={movie={sharding_type="table_wise"}}',
+     "error: ranking: table_sharding names unknown table 'movie'"),
+    ('ranking.table_sharding={item={sharding_type="data_parallel"}}',
+     "error: ranking: data_parallel sharding of sequence table 'table_item' fails"),
+])
+def test_sharding_the_device_cannot_run_is_one_clear_message_and_exit_2(world, tmp_path, override,
+                                                                        message):
+    # Found only when the model is sharded (it depends on the tables and the device), and still
+    # bad input: one message, exit 2, no run directory.
+    proc = run_recsys("train", "id_only", "--data", str(world), "--out", str(tmp_path / "r"),
+                      "--set", override, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "r").exists()
+
+
 def test_ablation_presets_resolve_to_their_variants():
     seq = {p: load_train_config(p).content.seq_mode for p in
            ("em3", "em3_frozen_seq", "em3_full_seq", "em3_no_content_seq", "em3_no_cic",
