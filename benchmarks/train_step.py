@@ -38,6 +38,10 @@ from benchmarks.common import print_table, target, write_results  # noqa: E402
 
 VARIANTS = ("shipped", "no_malloc_tuning")
 WARMUP, STEPS, REPEATS = 10, 40, 4
+# On MovieLens the tuning must pay (glibc's defaults fault hundreds of pages per step there);
+# on the synthetic world glibc already settles, and the tuning must not cost more than this
+# machine's run-to-run noise (~5%).
+MIN_SPEEDUP = {"movielens": 1.05, "synth": 0.95}
 
 
 def run_case(case: dict) -> dict:
@@ -121,9 +125,9 @@ def main(argv: list[str] | None = None) -> int:
                          "sys_ms_per_step": round(statistics.median(
                              o["sys_ms_per_step"] for o in runs[variant]), 2),
                          "rounds_ms": [round(t * 1e3, 2) for t in times[variant]]})
-        for variant in VARIANTS[1:]:
-            ratio = statistics.median(times[variant]) / base
-            targets.append(target(f"{name}_shipped_vs_{variant}_speedup", ratio, ">=", 1.0))
+        ratio = statistics.median(times["no_malloc_tuning"]) / base
+        targets.append(target(f"{name}_shipped_vs_no_malloc_tuning_speedup", ratio, ">=",
+                              MIN_SPEEDUP[name]))
     print_table(rows, ["dataset", "variant", "step_ms", "samples_per_s", "shipped_speedup",
                        "page_faults_per_step", "sys_ms_per_step"])
     load_after = os.getloadavg()
