@@ -32,7 +32,7 @@ def sparse_optimizer_spec(config: RankingConfig,
     name = config.sparse_optimizer
     if device_type != "cuda" and name not in _CPU_SPARSE:
         raise ConfigError(f"sparse_optimizer {name!r} needs CUDA (FBGEMM CPU kernels support "
-                         f"{sorted(_CPU_SPARSE)})")
+                          f"{sorted(_CPU_SPARSE)})")
     lr = config.sparse_lr
     if name == "rowwise_adagrad":
         return RowWiseAdagrad, {"lr": lr, "eps": config.sparse_eps}

@@ -89,13 +89,13 @@ def planner_constraints(model: nn.Module, config: RankingConfig,
         if (device_type == "cpu" and sharding_type in _CUDA_ONLY_POOLED
                 and tables[table][1] == "pooled"):
             raise ConfigError(f"{sharding_type} sharding of pooled table {table!r} needs CUDA; "
-                             "on CPU use table_wise, column_wise or data_parallel")
+                              "on CPU use table_wise, column_wise or data_parallel")
         if (device_type == "cpu" and sharding_type == "data_parallel"
                 and tables[table][1] == "sequence"):
             # TorchRec 1.8's data-parallel EmbeddingCollection returns the wrong number of
             # rows here (split_with_sizes fails in construct_jagged_tensors on the first step).
             raise ConfigError(f"data_parallel sharding of sequence table {table!r} fails in "
-                             "TorchRec on CPU; use table_wise, row_wise or column_wise")
+                              "TorchRec on CPU; use table_wise, row_wise or column_wise")
         if sharding_type is not None and kernel is None:
             kernel = _DEFAULT_KERNEL.get(sharding_type, "fused")
         constraints[table] = ParameterConstraints(

@@ -16,7 +16,7 @@ from ranking.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from ranking.config import RankingConfig
+from ranking.config import ConfigError, RankingConfig
 from ranking.loss import multitask_bce
 from ranking.model import RankingModel
 from ranking.optim import apply_sparse_optimizer, dense_parameters, make_optimizers
@@ -153,7 +153,7 @@ def test_config_mistakes_fail_before_sharding(world_of_one):
         shard_model(RankingModel(layout, bad, device="meta"), bad, world_of_one)
     replicated = RankingConfig(embedding_dim=8,
                                table_sharding={"item": {"sharding_type": "data_parallel"}})
-    with pytest.raises(ValueError, match="data_parallel sharding of sequence table 'table_item'"):
+    with pytest.raises(ConfigError, match="data_parallel sharding of sequence table 'table_item'"):
         shard_model(RankingModel(layout, replicated, device="meta"), replicated, world_of_one)
     unknown = RankingConfig(embedding_dim=8,
                             table_sharding={"movie": {"sharding_type": "table_wise"}})
