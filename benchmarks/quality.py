@@ -112,8 +112,10 @@ def selected_on_valid(name: str, overrides: list[str]) -> tuple[dict, list[dict]
     """The row of ``SELECTED``: per seed, whichever of ``SELECTABLE`` has the higher validation
     AUC, scored on test. None unless every preset of ``SELECTABLE`` finished 3+ common seeds."""
     root = runs_root(name, overrides)
-    seeds = [s for s in range(10) if all((root / f"{p}-s{s}" / "metrics.json").is_file()
-                                         for p in SELECTABLE)]
+    found = {int(d.name.rsplit("-s", 1)[1]) for d in root.glob(f"{SELECTABLE[0]}-s*")
+             if d.name.rsplit("-s", 1)[1].isdigit()}
+    seeds = sorted(s for s in found if all((root / f"{p}-s{s}" / "metrics.json").is_file()
+                                           for p in SELECTABLE))
     if len(seeds) < 3:
         return None
     runs = []
