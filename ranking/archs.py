@@ -50,8 +50,9 @@ class SparseArch(nn.Module):
     """ID embeddings: pooled features through an EBC, target and history items through an EC.
 
     Item IDs outside the training vocabulary (``OOV_INDEX``: cold items) do not read the
-    table's OOV row, which training never updates; they get ``unknown_item``, a learned vector
-    that ``RankingModel`` also trains by hiding the target ID of a share of training rows.
+    table's OOV row, which training never updates; they get ``unknown_item``, a vector that
+    ``RankingModel`` trains only with ``item_id_dropout > 0`` (hiding the target ID of a share
+    of training rows). With the default 0 it stays zero: no ID information, not a random row.
 
     Args:
         layout: the dataset's feature layout (vocabulary sizes, max history L).
@@ -159,14 +160,15 @@ class DINAttention(nn.Module):
             return scores * mask.to(scores.dtype)
         first: nn.Linear = self.unit[0]
         w_q, w_k, w_d, w_p = first.weight.split(self.dim, dim=1)
-        row = mask.nonzero()[:, 0]                                                  # N
-        k = keys[mask]                                                              # N x Dq
+        # One scan of the mask gives both the gather and the scatter positions.
+        row, col = mask.nonzero(as_tuple=True)                                      # N, N
+        k = keys[row, col]                                                          # N x Dq
         per_row = F.linear(query, w_q + w_d, first.bias)                            # B x H
         per_key = F.linear(torch.cat([k, query[row] * k], dim=-1),
                            torch.cat([w_k - w_d, w_p], dim=1))                      # N x H
         valid = self.score(self.unit[1:](per_key + per_row[row])).squeeze(-1)       # N
-        return torch.zeros(mask.shape, dtype=valid.dtype, device=valid.device).masked_scatter(
-            mask, valid)
+        return torch.zeros(mask.shape, dtype=valid.dtype, device=valid.device).index_put(
+            (row, col), valid)
 
     def forward(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """query: B x Dq, keys: B x L x Dq, mask: B x L bool → B x Dq (zeros for no history)."""

@@ -80,8 +80,8 @@ class InterestSection:
 
     # 1.0. Exploration runs (docs/training.md), default world, seed 0: em3 went from click AUC
     # 0.6772 / cold-item AUC 0.6164 (no interest loss, CIC λ = 1) to 0.7426 / 0.6966 (interest
-    # 1.0, CIC λ = 0.1); seed 1: 0.7230 / 0.6686. A linear probe of the trained content embeddings finds the world's
-    # hidden topic for 86% of items with it and 26% without.
+    # 1.0, CIC λ = 0.1); seed 1: 0.7230 / 0.6686. A linear probe of the trained content
+    # embeddings finds the world's hidden topic for 86% of items with it and 26% without.
     weight: float = field(default=1.0, metadata=_min(0.0))
     temperature: float = field(default=0.1, metadata=_min(1e-4))
     proj_dim: int = field(default=32, metadata=_min(1))
