@@ -3,7 +3,7 @@
 ``SparseArch`` (TorchRec tables) → ``DINAttention`` (target attention over the history) →
 ``DCNInteraction`` or ``DLRMInteraction`` → ``OverArch`` (MLP tower) → ``TaskHeads``.
 
-Every dense parameter lives in a module with ``reset_parameters`` (``nn.Linear``, ``nn.PReLU``,
+Every dense parameter lives in a module with ``reset_parameters`` (``nn.Linear``, ``PReLU``,
 ``UnknownItem``): the model is built on the ``meta`` device and ``DistributedModelParallel``
 materialises dense modules by calling their ``reset_parameters()``; a bare ``nn.Parameter``
 would stay uninitialised memory.
@@ -21,6 +21,7 @@ from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 
 from data.batch import HISTORY_FEATURE, ITEM_FEATURE, FeatureLayout
 from data.vocab import OOV_INDEX
+from ranking.prelu import PReLU
 from ranking.tables import pooled_table_configs, sequence_table_configs
 
 
@@ -112,7 +113,7 @@ def mlp(in_dim: int, hidden: tuple[int, ...], dropout: float, device: torch.devi
     layers: list[nn.Module] = []
     for width in hidden:
         # PReLU has a parameter: it must be created on ``device`` too (meta stays meta).
-        act = nn.PReLU(device=device) if prelu else nn.ReLU()
+        act = PReLU(device=device) if prelu else nn.ReLU()
         layers += [nn.Linear(in_dim, width, device=device), act]
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
