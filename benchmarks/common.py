@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as _dt
 import json
@@ -16,6 +17,38 @@ from pathlib import Path
 from typing import Any
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+DEVICES = ("cpu", "cuda")
+GPU_SUBDIR = "gpu"  # results/gpu/: the CUDA runs' JSON
+
+
+def results_dir(device: str = "cpu") -> Path:
+    """Where a benchmark writes its JSON: ``results/`` for CPU runs, ``results/gpu/`` for CUDA
+    runs, so GPU figures (another machine, other ratios) never overwrite or mix with CPU ones."""
+    return RESULTS_DIR if device == "cpu" else RESULTS_DIR / GPU_SUBDIR
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", choices=DEVICES, default="cpu",
+                        help="where the measured module runs (default cpu); cuda results go to "
+                             "benchmarks/results/gpu/")
+
+
+def check_device(device: str) -> None:
+    """Exits with status 2 and one line when ``device`` is ``cuda`` and no GPU is visible."""
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda: torch sees no CUDA device on this machine "
+              f"(torch {torch.__version__}, built for CUDA {torch.version.cuda})", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def synchronize(device: str) -> None:
+    """Waits for queued GPU work, so wall-clock times cover the kernels; no-op on CPU."""
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
 
 
 def machine() -> dict[str, Any]:
@@ -43,14 +76,18 @@ def machine() -> dict[str, Any]:
             "python": sys.version.split()[0]}
 
 
-def median_time(fn: Callable[[], Any], repeats: int = 3, warmup: int = 1) -> float:
-    """Median wall-clock seconds of ``fn`` over ``repeats`` runs after ``warmup`` runs."""
+def median_time(fn: Callable[[], Any], repeats: int = 3, warmup: int = 1,
+                device: str = "cpu") -> float:
+    """Median wall-clock seconds of ``fn`` over ``repeats`` runs after ``warmup`` runs (on
+    ``cuda``, each timed run ends when its kernels have finished)."""
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
+        synchronize(device)
         t0 = time.perf_counter()
         fn()
+        synchronize(device)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
@@ -69,12 +106,13 @@ def target(name: str, value: float, op: str, threshold: float) -> dict[str, Any]
 
 
 def write_results(name: str, rows: list[dict], targets: list[dict], command: str,
-                  extra: dict | None = None) -> Path:
-    """Writes ``benchmarks/results/<name>.json`` atomically and returns its path."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = {"benchmark": name, "command": command, "machine": machine(),
+                  extra: dict | None = None, device: str = "cpu") -> Path:
+    """Writes ``<results_dir(device)>/<name>.json`` atomically and returns its path."""
+    directory = results_dir(device)
+    directory.mkdir(parents=True, exist_ok=True)
+    out = {"benchmark": name, "command": command, "machine": machine(), "device": device,
            "date": _dt.date.today().isoformat(), "rows": rows, "targets": targets, **(extra or {})}
-    path = RESULTS_DIR / f"{name}.json"
+    path = directory / f"{name}.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(out, indent=2) + "\n")
     tmp.replace(path)

@@ -8,6 +8,11 @@ resident baseline, Q-Former item passes per batch and trainable parameter counts
 
     python benchmarks/sequence_modes.py            # all cases, writes results/sequence_modes.json
     python benchmarks/sequence_modes.py --quick    # L=10 only, a smoke run (no results file)
+    python benchmarks/sequence_modes.py --device cuda   # on the GPU, under bf16 autocast as in
+                                                        # training; writes results/gpu/
+
+On CUDA the memory columns are the CUDA caching allocator's peak of allocated memory
+(``torch.cuda.max_memory_allocated``) above what the process held before the first step.
 """
 
 from __future__ import annotations
@@ -26,7 +31,15 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import median_time, print_table, target, write_results  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    add_device_argument,
+    check_device,
+    median_time,
+    print_table,
+    synchronize,
+    target,
+    write_results,
+)
 from multimodal.content import ItemContentEncoder  # noqa: E402
 from multimodal.lora_sequence import LoraSettings  # noqa: E402
 from multimodal.qformer import QFormerConfig  # noqa: E402
@@ -81,34 +94,49 @@ def _reset_peak() -> float:
     return _status_mb("VmRSS")
 
 
+def _reset_cuda_peak() -> float:
+    """Returns the MiB the CUDA allocator holds for tensors now, after resetting its peak."""
+    synchronize("cuda")
+    torch.cuda.reset_peak_memory_stats()
+    return torch.cuda.memory_allocated() / 2**20
+
+
 def run_case(mode: str, seq_len: int, dedup: bool, checkpoint: bool, repeats: int,
-             threads: int) -> dict:
+             threads: int, device: str = "cpu") -> dict:
+    """One case in this process → its row (time, peak memory above baseline, passes, params)."""
     # One thread by default: on a shared 2-core machine, OpenMP barriers of 2 threads competing
     # with other processes made step times swing by 3x; one thread gives comparable numbers.
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    tokens = synthetic_tokens()
+    tokens = synthetic_tokens()  # stays in host memory, as in training; rows are gathered
     enc = ItemContentEncoder(tokens, QFORMER, seq_mode=mode, lora=LORA, dedup=dedup,
-                             checkpoint_history=checkpoint, history_chunk=HISTORY_CHUNK).train()
+                             checkpoint_history=checkpoint,
+                             history_chunk=HISTORY_CHUNK).to(device).train()
     opt = torch.optim.AdamW([p for p in enc.parameters() if p.requires_grad], lr=1e-3)
-    target, hist, mask = zipf_batch(seq_len)
-    labels = (torch.arange(BATCH) % 2).float()
+    target, hist, mask = (t.to(device) for t in zipf_batch(seq_len))
+    labels = (torch.arange(BATCH, device=device) % 2).float()
+    # The trainer's precision: bf16 autocast on CUDA (recsys/train.py), fp32 on CPU.
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda")
 
     def step() -> None:
-        t, h = enc(target, hist, mask)
-        interest = h.sum(1) / mask.sum(1, keepdim=True)  # mean history content (B x d)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits((t * interest).sum(-1), labels)
+        with autocast:
+            t, h = enc(target, hist, mask)
+            interest = h.sum(1) / mask.sum(1, keepdim=True)  # mean history content (B x d)
+            logits = (t * interest).sum(-1).float()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
-    baseline = _reset_peak()
+    baseline = _reset_cuda_peak() if device == "cuda" else _reset_peak()
     t0 = time.perf_counter()
     step()  # warm-up (allocator, optimizer state); its memory counts, its time does not
+    synchronize(device)
     if time.perf_counter() - t0 > SLOW_STEP_S:
         repeats = 1  # the naive L=200 steps: one timed step keeps the whole run in minutes
-    seconds = median_time(step, repeats=repeats, warmup=0)
-    peak = _status_mb("VmHWM")
+    seconds = median_time(step, repeats=repeats, warmup=0, device=device)
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
+            else _status_mb("VmHWM"))
     return {
         "mode": mode, "seq_len": seq_len, "dedup": dedup, "checkpoint": checkpoint,
         "step_s": round(seconds, 4), "timed_steps": repeats, "peak_mem_mb": round(peak - baseline, 1),
@@ -119,9 +147,10 @@ def run_case(mode: str, seq_len: int, dedup: bool, checkpoint: bool, repeats: in
 
 
 def _spawn(mode: str, seq_len: int, dedup: bool, checkpoint: bool, repeats: int,
-           threads: int) -> dict:
+           threads: int, device: str) -> dict:
     cmd = [sys.executable, __file__, "--case", mode, str(seq_len), str(int(dedup)),
-           str(int(checkpoint)), "--repeats", str(repeats), "--threads", str(threads)]
+           str(int(checkpoint)), "--repeats", str(repeats), "--threads", str(threads),
+           "--device", device]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"case {cmd[3:]} failed:\n{done.stderr[-3000:]}")
@@ -154,17 +183,19 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join([head, *lines])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--case", nargs=4, metavar=("MODE", "L", "DEDUP", "CKPT"), help=argparse.SUPPRESS)
     ap.add_argument("--repeats", type=int, default=3, help="timed steps per case (median)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per case (default 1)")
     ap.add_argument("--quick", action="store_true", help="L=10 only; no results file")
-    args = ap.parse_args()
+    add_device_argument(ap)
+    args = ap.parse_args(argv)
+    check_device(args.device)
     if args.case:
         mode, seq_len, dedup, ckpt = args.case
         print(json.dumps(run_case(mode, int(seq_len), dedup == "1", ckpt == "1", args.repeats,
-                                  args.threads)))
+                                  args.threads, args.device)))
         return
     cases = [(m, n, d, m == "lora") for n in ((10,) if args.quick else SEQ_LENS)
              for m in MODES for d in (True, False)]
@@ -172,7 +203,8 @@ def main() -> None:
         cases += [("lora", 200, True, False), ("full", 200, True, True)]
     rows = []
     for case in cases:
-        rows.append(_spawn(*case, repeats=args.repeats, threads=args.threads))
+        rows.append(_spawn(*case, repeats=args.repeats, threads=args.threads,
+                           device=args.device))
         print_table(rows[-1:], list(rows[-1]))
     print_table(rows, ["mode", "seq_len", "dedup", "checkpoint", "step_s", "peak_mem_mb",
                        "item_passes", "trainable_params", "sequence_trainable_params"])
@@ -181,13 +213,19 @@ def main() -> None:
         return
     found = targets_of(rows)
     print_table(found)
-    notes = (f"CPU-sized Q-Former (d=64, 2 layers, K=4, 4+4 tokens), {args.threads} torch "
-             f"thread(s); step_s is the median of {args.repeats} steps after a warm-up (1 step "
-             f"when the warm-up took over {SLOW_STEP_S:.0f} s); peak_mem_mb is the peak RSS of "
-             "warm-up + timed steps above the resident baseline (VmHWM reset via clear_refs); "
-             "lora rows checkpoint the history in chunks of 1024 items unless marked; the last "
-             "two L=200 rows are ablations (lora without, full with checkpointing).")
-    write_results("sequence_modes", rows, found, "python benchmarks/sequence_modes.py",
+    memory = ("the peak of CUDA memory allocated (torch.cuda.max_memory_allocated) during "
+              "warm-up + timed steps above what was allocated before, under bf16 autocast"
+              if args.device == "cuda" else
+              "the peak RSS of warm-up + timed steps above the resident baseline (VmHWM reset "
+              "via clear_refs)")
+    notes = (f"CPU-sized Q-Former (d=64, 2 layers, K=4, 4+4 tokens) on {args.device}, "
+             f"{args.threads} torch thread(s); step_s is the median of {args.repeats} steps after "
+             f"a warm-up (1 step when the warm-up took over {SLOW_STEP_S:.0f} s); peak_mem_mb is "
+             f"{memory}; lora rows checkpoint the history in chunks of 1024 items unless marked; "
+             "the last two L=200 rows are ablations (lora without, full with checkpointing).")
+    command = "python benchmarks/sequence_modes.py" + (" --device cuda" if args.device == "cuda"
+                                                       else "")
+    write_results("sequence_modes", rows, found, command, device=args.device,
                   extra={"config": {"qformer": QFORMER.to_dict(), "lora": LORA.to_dict(),
                                     "items": ITEMS, "batch": BATCH, "zipf": ZIPF,
                                     "history_chunk": HISTORY_CHUNK, "threads": args.threads},
