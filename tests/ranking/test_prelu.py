@@ -53,3 +53,18 @@ def test_state_dict_matches_nn_prelu_and_din_uses_it() -> None:
     din = DINAttention(dim=4, hidden=(8, 4), softmax=False, dropout=0.0,
                        device=torch.device("cpu"))
     assert [type(m) for m in din.unit if isinstance(m, nn.PReLU)] == [PReLU, PReLU]
+
+
+def test_bit_identical_under_bf16_autocast() -> None:
+    """The GPU trainer runs under bf16 autocast: ours must match ATen's there too."""
+    results = []
+    for cls in (nn.PReLU, PReLU):
+        torch.manual_seed(2)
+        linear, act = nn.Linear(8, 64), cls()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = act(linear(torch.randn(500, 8)))
+        (y.float() * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+        results.append((y.detach(), act.weight.grad, linear.weight.grad))
+    assert results[0][0].dtype == results[1][0].dtype == torch.bfloat16
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)
