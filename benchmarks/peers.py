@@ -325,12 +325,11 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if tmp is not None:
             tmp.cleanup()
-    columns = COLUMNS
     means, targets = summarise(rows)
     print()
-    print_table(rows, columns[:2] + ["seed"] + columns[2:] + ["epochs"])
+    print_table(rows, COLUMNS[:2] + ["seed"] + COLUMNS[2:] + ["epochs"])
     print(f"\nmeans over {args.seeds} seed(s):")
-    print_table(means, columns)
+    print_table(means, COLUMNS)
     print()
     print_table(targets)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
