@@ -43,8 +43,26 @@ class UnknownItem(nn.Module):
             self.weight.zero_()
 
     def replace(self, emb: torch.Tensor, unknown: torch.Tensor) -> torch.Tensor:
-        """emb: N x D, unknown: N bool → N x D with the unknown rows swapped for the vector."""
+        """emb: N x D, unknown: N bool → N x D with the unknown rows swapped for the vector.
+
+        Always connects ``weight`` to the graph (a zero gradient where nothing is unknown),
+        which DDP's static graph needs: use it for the target item.
+        """
         return torch.where(unknown.unsqueeze(-1), self.weight.to(emb.dtype), emb)
+
+    def replace_rows(self, emb: torch.Tensor, unknown: torch.Tensor) -> torch.Tensor:
+        """``replace`` for long inputs where unknown rows are rare (history items).
+
+        Writes only the unknown rows and returns ``emb`` itself when there are none (every
+        training batch: histories hold items of the training log). ``torch.where`` over the
+        ~9k x D history rows of a MovieLens batch, forward and backward, was ~4% of a
+        training step. ``weight`` is not in the graph when nothing is replaced, so call
+        ``replace`` on another input in the same forward (``SparseArch`` does, on the target).
+        """
+        rows = unknown.nonzero().squeeze(1)
+        if rows.numel() == 0:
+            return emb
+        return emb.index_put((rows,), self.weight.to(emb.dtype).expand(rows.numel(), -1))
 
 
 class SparseArch(nn.Module):
@@ -98,13 +116,17 @@ class SparseArch(nn.Module):
                                                ids[ITEM_FEATURE].values() == OOV_INDEX)
         history = seq[HISTORY_FEATURE]
         lengths = history.lengths()
-        history_values = self.unknown_item.replace(history.values(),
-                                                   ids[HISTORY_FEATURE].values() == OOV_INDEX)
+        history_values = self.unknown_item.replace_rows(
+            history.values(), ids[HISTORY_FEATURE].values() == OOV_INDEX)
         history_emb = JaggedTensor(values=history_values, lengths=lengths).to_padded_dense(
             desired_length=self.max_history)
         positions = torch.arange(self.max_history, device=lengths.device)
         history_mask = positions.unsqueeze(0) < lengths.unsqueeze(1)
         return pooled_emb, target_emb, history_emb, history_mask
+
+
+# (rows, cols) of the valid history positions, as ``mask.nonzero(as_tuple=True)`` gives them.
+Positions = tuple[torch.Tensor, torch.Tensor]
 
 
 def mlp(in_dim: int, hidden: tuple[int, ...], dropout: float, device: torch.device,
@@ -148,12 +170,14 @@ class DINAttention(nn.Module):
         self.unit = mlp(4 * dim, hidden, dropout, device, prelu=True)
         self.score = nn.Linear(hidden[-1] if hidden else 4 * dim, 1, device=device)
 
-    def activation_unit(self, query: torch.Tensor, keys: torch.Tensor,
-                        mask: torch.Tensor) -> torch.Tensor:
+    def activation_unit(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor,
+                        positions: Positions | None = None) -> torch.Tensor:
         """query: B x Dq, keys: B x L x Dq, mask: B x L bool → B x L raw scores (0 at padding).
 
         Only the valid positions go through the unit: on the default world 40% of the B x L
         history slots hold an item, so scoring the padding would be 2.5x the work.
+        ``positions`` (``mask.nonzero(as_tuple=True)``, computed when not given) lets a caller
+        find them outside a compiled region: their number depends on the data.
         """
         if len(self.unit) == 0:  # no hidden layer: the score layer reads the plain input
             q = query.unsqueeze(1).expand_as(keys)
@@ -162,7 +186,7 @@ class DINAttention(nn.Module):
         first: nn.Linear = self.unit[0]
         w_q, w_k, w_d, w_p = first.weight.split(self.dim, dim=1)
         # One scan of the mask gives both the gather and the scatter positions.
-        row, col = mask.nonzero(as_tuple=True)                                      # N, N
+        row, col = mask.nonzero(as_tuple=True) if positions is None else positions  # N, N
         k = keys[row, col]                                                          # N x Dq
         per_row = F.linear(query, w_q + w_d, first.bias)                            # B x H
         per_key = F.linear(torch.cat([k, query[row] * k], dim=-1),
@@ -171,9 +195,13 @@ class DINAttention(nn.Module):
         return torch.zeros(mask.shape, dtype=valid.dtype, device=valid.device).index_put(
             (row, col), valid)
 
-    def forward(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """query: B x Dq, keys: B x L x Dq, mask: B x L bool → B x Dq (zeros for no history)."""
-        scores = self.activation_unit(query, keys, mask)
+    def forward(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor,
+                positions: Positions | None = None) -> torch.Tensor:
+        """query: B x Dq, keys: B x L x Dq, mask: B x L bool → B x Dq (zeros for no history).
+
+        ``positions``: as in ``activation_unit``.
+        """
+        scores = self.activation_unit(query, keys, mask, positions)
         if self.softmax:
             scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
             weights = torch.softmax(scores, dim=-1)

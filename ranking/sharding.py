@@ -72,16 +72,24 @@ def embedding_tables(model: nn.Module) -> dict[str, tuple[int, str]]:
     return tables
 
 
-def planner_constraints(model: nn.Module, config: RankingConfig,
-                        device_type: str) -> dict[str, ParameterConstraints]:
+def planner_constraints(model: nn.Module, config: RankingConfig, device_type: str,
+                        world_size: int) -> dict[str, ParameterConstraints]:
     """``config.table_sharding`` as planner constraints (keys may be table or feature names).
 
     A constraint with a sharding type but no kernel gets the kernel that type needs
-    (``dense`` for data-parallel, ``fused`` otherwise); tables without a constraint are
-    left to the planner.
+    (``dense`` for data-parallel, ``fused`` otherwise). Tables without a constraint are left
+    to the planner, except in a world of one process, where they are kept ``table_wise``
+    with the ``fused`` kernel: every sharding type puts the whole table on the one rank
+    then, and the planner's pick for sequence tables (``row_wise``) only adds the bucketing
+    and split exchanges around each lookup (about 0.6 of 17.5 ms of a MovieLens ``id_only``
+    training step on the reference CPU).
     """
     tables = embedding_tables(model)
     constraints: dict[str, ParameterConstraints] = {}
+    if world_size == 1:
+        constraints = {table: ParameterConstraints(sharding_types=["table_wise"],
+                                                   compute_kernels=["fused"])
+                       for table in tables}
     for key, spec in config.table_sharding.items():
         table = resolve_table(key, list(tables))
         sharding_type = spec.get("sharding_type")
@@ -133,7 +141,7 @@ def make_plan(model: nn.Module, config: RankingConfig, env: DistEnv,
     )
     planner = EmbeddingShardingPlanner(
         topology=topology,
-        constraints=planner_constraints(model, config, env.device.type),
+        constraints=planner_constraints(model, config, env.device.type, env.world_size),
         # The default (heuristic) reservation guesses the dense size from parameters, which
         # are unmaterialised on meta; a fixed share of memory is the documented alternative.
         storage_reservation=FixedPercentageStorageReservation(percentage=0.15),

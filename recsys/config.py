@@ -125,6 +125,10 @@ class TrainSection:
     # 2-core reference machine under load, an id_only step took 35 ms with 1 thread and
     # 1,147 ms with 2. Scale out with processes (torchrun) instead.
     threads: int = field(default=1, metadata=_min(0))
+    # torch.compile the ranking model's dense tower (attention, interaction, tower, heads):
+    # "auto" = on CPU where a C++ compiler is found (about a fifth off an id_only step on the
+    # reference CPU, benchmarks/train_step.py), "on" = everywhere or fail, "off" = eager.
+    compile: Literal["auto", "on", "off"] = "auto"
 
 
 @dataclass

@@ -83,3 +83,50 @@ def peak_flops(device: torch.device) -> float:
 
 def mfu(flops_per_sample: float, samples_per_s: float, peak: float) -> float:
     return flops_per_sample * samples_per_s / peak if peak > 0 else 0.0
+
+
+def compile_unavailable(device: torch.device) -> str | None:
+    """Why ``torch.compile`` (Inductor) cannot build kernels for ``device``; None when it can.
+
+    On CPU Inductor writes C++ and needs a compiler (g++ or ``$CXX``); on CUDA it needs Triton.
+    """
+    if device.type == "cpu":
+        try:
+            from torch._inductor.cpp_builder import get_cpp_compiler
+
+            get_cpp_compiler()
+        except Exception as err:  # noqa: BLE001 - Inductor raises its own types for this
+            return f"Inductor found no C++ compiler ({type(err).__name__}: {err})".strip()
+        return None
+    if device.type == "cuda":
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            return "Inductor needs Triton on CUDA and it is not installed"
+        return None
+    return f"Inductor has no backend for device {device.type!r}"
+
+
+def use_compile(mode: str, device: torch.device) -> tuple[bool, str]:
+    """Whether to compile the dense tower (``train.compile``), and a line saying why.
+
+    ``"auto"`` compiles on CPU where a C++ compiler is found, which is where the gain was
+    measured (``benchmarks/train_step.py``); on CUDA it stays eager until that is measured
+    there. ``"on"`` compiles on any device and raises ``ValueError`` if it cannot;
+    ``"off"`` never compiles.
+    """
+    if mode == "off":
+        return False, "dense tower: eager (train.compile = \"off\")"
+    missing = compile_unavailable(device)
+    if mode == "on":
+        if missing:
+            raise ValueError(f"train.compile = \"on\" but {missing}; set train.compile to "
+                             "\"auto\" or \"off\"")
+        return True, "dense tower: torch.compile (train.compile = \"on\")"
+    if missing:
+        return False, f"dense tower: eager ({missing})"
+    if device.type != "cpu":
+        return False, ("dense tower: eager (train.compile = \"auto\" compiles on CPU only; "
+                       "\"on\" compiles here too)")
+    return True, ("dense tower: torch.compile (the first training and the first evaluation "
+                  "batch compile it; cached for later runs)")

@@ -36,7 +36,7 @@ from recsys.content_setup import load_item_tokens
 from recsys.errors import UsageError
 from recsys.metrics import compute_metrics
 from recsys.model import EM3Model
-from recsys.perf import count_flops, keep_freed_memory, mfu, peak_flops
+from recsys.perf import count_flops, keep_freed_memory, mfu, peak_flops, use_compile
 from recsys.predict import predictions_frame, score_split
 from recsys.run_artifacts import save_data_state
 
@@ -138,6 +138,14 @@ class Trainer:
             self.model = shard_model(self.em3, cfg.ranking_config(), env, print_plan=self.progress)
         except ConfigError as err:  # e.g. a table_sharding this device cannot run
             raise UsageError(f"ranking: {err}") from err
+        try:
+            compiled, why = use_compile(cfg.train.compile, env.device)
+        except ValueError as err:
+            raise UsageError(str(err)) from err
+        if compiled:
+            self.em3.ranking.compile_dense_tower()
+        if self.progress:
+            print(why, flush=True)
         self.optimizer = build_optimizer(self.model, self.em3, cfg)
         self.loader = BatchLoader(self.prepared, "train", cfg.train.batch_size, shuffle=True,
                                   seed=cfg.train.seed, rank=env.rank, world_size=env.world_size,
@@ -204,7 +212,8 @@ class Trainer:
             batch = batch.to(self.env.device)
             parts: dict[str, float] = {}
             if st.flops_per_sample == 0.0:  # first step: also count its FLOPs (for MFU)
-                flops = count_flops(lambda b=batch, out=parts: out.update(self.train_step(b)))
+                with self.em3.ranking.eager_dense_tower():
+                    flops = count_flops(lambda b=batch, out=parts: out.update(self.train_step(b)))
                 st.flops_per_sample = flops / batch.size
             else:
                 parts = self.train_step(batch)

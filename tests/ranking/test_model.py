@@ -8,7 +8,7 @@ from sklearn.metrics import roc_auc_score
 
 from data.batch import HISTORY_FEATURE, ITEM_FEATURE, FeatureLayout
 from data.vocab import OOV_INDEX
-from ranking.archs import DCNInteraction, DINAttention, DLRMInteraction
+from ranking.archs import DCNInteraction, DINAttention, DLRMInteraction, UnknownItem
 from ranking.config import RankingConfig
 from ranking.model import RankingModel
 from ranking.toy_data import ToyWorld, make_batch, random_batch
@@ -232,6 +232,30 @@ def test_out_of_vocabulary_items_read_the_unknown_item_embedding():
     rest = mask.clone()
     rest[:, 0] = False
     torch.testing.assert_close(hist[rest], table[history[rest]])
+
+
+@pytest.mark.parametrize("unknown_rows", [[], [0, 3, 7]])
+def test_replace_rows_equals_replace_in_values_and_gradients(unknown_rows):
+    item = UnknownItem(4, torch.device("cpu"))
+    with torch.no_grad():
+        item.weight.copy_(torch.tensor([1.0, -2.0, 3.0, 0.5]))
+    unknown = torch.zeros(9, dtype=torch.bool)
+    unknown[unknown_rows] = True
+    emb = torch.randn(9, 4, generator=torch.Generator().manual_seed(0))
+    upstream = torch.randn(9, 4, generator=torch.Generator().manual_seed(1))
+    results = []
+    for replace in (item.replace, item.replace_rows):
+        x = emb.clone().requires_grad_(True)
+        item.weight.grad = None
+        out = replace(x, unknown)
+        (out * upstream).sum().backward()
+        w_grad = torch.zeros(4) if item.weight.grad is None else item.weight.grad.clone()
+        results.append((out.detach(), x.grad.clone(), w_grad))
+    for want, got in zip(results[0], results[1], strict=True):
+        torch.testing.assert_close(got, want)
+    if not unknown_rows:  # nothing to replace: the input itself, no copy
+        x = emb.clone()
+        assert item.replace_rows(x, unknown) is x
 
 
 def test_item_id_dropout_hides_target_ids_in_training_only():

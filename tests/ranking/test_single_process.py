@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.distributed as dist
 from torch.distributed._shard.sharded_tensor import ShardedTensor
 
 from ranking.checkpoint import (
@@ -20,7 +21,7 @@ from ranking.config import ConfigError, RankingConfig
 from ranking.loss import multitask_bce
 from ranking.model import RankingModel
 from ranking.optim import apply_sparse_optimizer, dense_parameters, make_optimizers
-from ranking.sharding import shard_model
+from ranking.sharding import make_plan, planner_constraints, shard_model, table_placements
 from ranking.train import predict, train_step
 from tests.ranking.fixtures import toy_world
 
@@ -88,6 +89,30 @@ def test_sharded_model_matches_plain_model_and_fused_update_is_exact(world_of_on
     torch.testing.assert_close(got_item, want_item, atol=1e-6, rtol=1e-5)
     touched = g.abs().sum(1) > 0
     assert touched.sum() > 10 and torch.equal(got_item[~touched], item_before[~touched])
+
+
+def test_world_of_one_keeps_unconstrained_tables_whole_and_honours_constraints(world_of_one):
+    layout = toy_world().layout
+
+    def plan_of(cfg: RankingConfig) -> dict[str, tuple[str, str]]:
+        model = RankingModel(layout, cfg, device="meta")
+        plan = make_plan(model, cfg, world_of_one, dist.group.WORLD)
+        return {t: (p["sharding_type"], p["compute_kernel"])
+                for t, p in table_placements(plan).items()}
+
+    # Alone, every sharding holds the whole table on this rank: table-wise is the one
+    # without bucketing or split exchanges (the planner alone picks row-wise for "item").
+    bare = RankingConfig(embedding_dim=8)
+    assert set(plan_of(bare).values()) == {("table_wise", "fused")}
+    constrained = plan_of(config())
+    assert constrained["table_user"] == ("data_parallel", "dense")
+    assert constrained["table_item_group"] == ("column_wise", "fused")
+    assert constrained["table_item"] == ("table_wise", "fused")
+    # In a larger world the tables without a constraint are left to the planner.
+    model = RankingModel(layout, bare, device="meta")
+    assert planner_constraints(model, bare, "cpu", world_size=2) == {}
+    assert set(planner_constraints(model, bare, "cpu", world_size=1)) == {
+        "table_user", "table_item_group", "table_ctx_hour", "table_item"}
 
 
 def test_checkpoints_are_atomic_latest_and_pruned(tmp_path, world_of_one):

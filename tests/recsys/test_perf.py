@@ -1,4 +1,4 @@
-"""recsys.perf: the malloc tuning of CPU training processes."""
+"""recsys.perf: the malloc tuning of CPU training processes; when to compile the tower."""
 
 import platform
 import subprocess
@@ -6,6 +6,10 @@ import sys
 import textwrap
 
 import pytest
+import torch
+import torch._inductor.config as inductor_config
+
+from recsys.perf import compile_unavailable, use_compile
 
 glibc_linux = pytest.mark.skipif(
     not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
@@ -51,3 +55,24 @@ def test_keep_freed_memory_makes_freed_blocks_reusable_without_page_faults() -> 
     # rounds write the same pages again without faulting.
     assert tuned[0] > pages // 2
     assert tuned[1] < 100 and tuned[2] < 100
+
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+
+
+def test_use_compile_modes(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert use_compile("off", CPU)[0] is False
+    if compile_unavailable(CPU) is None:  # this machine has a C++ compiler (CI does)
+        assert use_compile("auto", CPU)[0] is True
+        assert use_compile("on", CPU)[0] is True
+    # "auto" keeps CUDA eager (the gain is measured on CPU only); "on" needs Triton there.
+    compiled, why = use_compile("auto", CUDA)
+    assert compiled is False and "eager" in why
+    monkeypatch.setattr(inductor_config.cpp, "cxx", ("/nonexistent/c++",))
+    missing = compile_unavailable(CPU)
+    assert missing is not None and "C++ compiler" in missing
+    compiled, why = use_compile("auto", CPU)
+    assert compiled is False and "C++ compiler" in why
+    with pytest.raises(ValueError, match='train.compile = "on" but Inductor found no C'):
+        use_compile("on", CPU)
+    assert compile_unavailable(torch.device("meta")) is not None

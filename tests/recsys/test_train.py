@@ -176,6 +176,7 @@ def test_evaluate_scores_a_split_with_the_run_vocabularies(em3_run, world, tmp_p
     ("content.seq_mode=\"sideways\"", "content.seq_mode: must be one of"),
     ("train.batchsize=3", "train.batchsize: unknown key"),
     ("train.batch_size=\"big\"", "train.batch_size: must be an integer"),
+    ("train.compile=\"fast\"", "train.compile: must be one of ['auto', 'on', 'off']"),
 ])
 def test_bad_config_value_is_one_clear_message_and_exit_2(world, tmp_path, override, message):
     proc = run_recsys("train", "em3", "--data", str(world), "--out", str(tmp_path / "r"),
@@ -199,6 +200,18 @@ def test_sharding_the_device_cannot_run_is_one_clear_message_and_exit_2(world, t
                       "--set", override, timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_compile_on_without_a_cpp_compiler_is_one_clear_message_and_exit_2(world, tmp_path):
+    # Inductor reads $CXX: with none it cannot build the CPU kernels. "auto" would train eager
+    # (tests/recsys/test_perf.py); "on" is a promise the machine cannot keep.
+    proc = run_recsys("train", "id_only", "--data", str(world), "--out", str(tmp_path / "r"),
+                      "--set", 'train.compile="on"', timeout=120,
+                      env={"CXX": "/nonexistent/c++"})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert 'error: train.compile = "on" but Inductor found no C++ compiler' in proc.stderr
+    assert "Traceback" not in proc.stderr
     assert not (tmp_path / "r").exists()
 
 
