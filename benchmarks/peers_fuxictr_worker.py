@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import resource
-import statistics
 import sys
 import time
 
@@ -109,7 +108,6 @@ def main(job_path: str) -> None:
     probs = model.predict(test_gen)
     test_logs = model.evaluate(test_gen)
     pd.DataFrame({"prob": np.asarray(probs, dtype=np.float64)}).to_parquet(job["predictions"])
-    rates = [e["samples_per_s"] for e in epochs]
     result = {
         "fuxictr_version": fuxictr.__version__,
         "torch_version": torch.__version__,
@@ -118,7 +116,6 @@ def main(job_path: str) -> None:
         "train_rows": int(train_gen.num_samples),
         "test_rows": int(len(probs)),
         "epochs": epochs,
-        "train_samples_per_s": statistics.median(rates) if rates else 0.0,
         "fit_s": fit_s,
         "total_s": time.perf_counter() - started,
         "fuxictr_test_metrics": {k: float(v) for k, v in test_logs.items()},

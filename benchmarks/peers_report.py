@@ -16,7 +16,7 @@ OURS_NO_RETENTION = "ours: id_only, retention_heads=false (ablation)"
 AUC_MARGIN = 0.0  # ours at least as accurate: AUC(ours) - AUC(FuxiCTR DIN) >= 0
 SPEEDUP = 1.5  # ours >= 1.5x FuxiCTR DIN's training samples/s
 COLUMNS = ["model", "dataset", "test_auc", "gauc", "auc_cold_item", "train_samples_per_s",
-           "peak_rss_mb"]
+           "first_epoch_samples_per_s", "peak_rss_mb"]
 
 
 def targets_for(rows: list[dict[str, Any]], dataset: str) -> list[dict[str, Any]]:
@@ -71,7 +71,7 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for key in dict.fromkeys((r["dataset"], r["model"]) for r in rows):
         group = [r for r in rows if (r["dataset"], r["model"]) == key]
         row: dict[str, Any] = {"dataset": key[0], "model": key[1], "seeds": len(group)}
-        for col in ("test_auc", "gauc", "auc_cold_item", "train_samples_per_s", "peak_rss_mb"):
+        for col in COLUMNS[2:]:
             values = [r[col] for r in group if r.get(col) is not None]
             if not values:
                 row[col] = None
@@ -92,7 +92,7 @@ def summarise(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[di
         for preset in ("em3", *REFERENCE_VARIANTS):
             ref = em3_reference(name, preset)
             if ref is not None:  # a reference row: read from quality.json, not trained here
-                means.append({**ref, "train_samples_per_s": None, "peak_rss_mb": None})
+                means.append({**ref, **dict.fromkeys(COLUMNS[5:])})
     return means, targets
 
 

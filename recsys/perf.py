@@ -35,9 +35,10 @@ def keep_freed_memory() -> bool:
     mmap threshold to the sizes it sees, but on such a mix it keeps serving some of them with
     fresh mmaps or trimming them back to the kernel, and every step pays page faults to zero
     the same memory again: 400-2,800 faults per ``id_only`` step on MovieLens, about 10 with
-    this setting; without it the step took 1.08-1.76x as long (five runs of
+    this setting; without it the eager step took 1.08-1.76x as long (five runs of
     ``benchmarks/train_step.py``; no change on the synthetic world, where glibc's adaptation
-    already settles). PyTorch's CPU
+    already settles). The compiled dense tower (the CPU default) allocates far fewer such
+    temporaries, and there the two are level. PyTorch's CPU
     tuning guide gets the same effect by preloading jemalloc or tcmalloc. The cost: the
     process keeps up to that much freed memory for reuse. Does nothing (False) off Linux or
     without glibc.
