@@ -11,7 +11,8 @@ pre-built training batches, so data loading is not measured. Variants:
   ``ranking.prelu``'s, compared with ``eager_tower`` (compiled, Inductor generates both);
 * ``no_malloc_tuning``: glibc malloc's defaults (``recsys.perf.keep_freed_memory`` skipped);
 * ``planner_sharding``: the tables where TorchRec's planner puts them alone (row-wise for the
-  item table) instead of the world-of-one default, table-wise.
+  item table) instead of the world-of-one default (no table split: table-wise or
+  data-parallel).
 
 ``no_malloc_tuning`` and ``planner_sharding`` run in their own process (malloc settings and
 the plan are per process). The others are timed inside the ``shipped`` process, alternating
@@ -54,7 +55,7 @@ PROCESSES = {"shipped": ("shipped", "eager_tower", "aten_prelu_eager"),
 VARIANTS = tuple(v for group in PROCESSES.values() for v in group)
 WARMUP, STEPS, REPEATS = 10, 40, 4
 # What each speed-up must be worth (variant step time / reference step time), per dataset.
-# Compiling the tower must pay on both; the fast PReLU backward and the table-wise plan must
+# Compiling the tower must pay on both; the fast PReLU backward and the unsplit plan must
 # not be slower anywhere. malloc tuning paid 1.08-1.76x on MovieLens with the eager tower
 # (glibc's defaults faulted hundreds of pages per step); the compiled tower allocates far fewer
 # temporaries and the two are level, so it must only not cost more than this machine's

@@ -55,9 +55,10 @@ class UnknownItem(nn.Module):
 
         Writes only the unknown rows and returns ``emb`` itself when there are none (every
         training batch: histories hold items of the training log). ``torch.where`` over the
-        ~9k x D history rows of a MovieLens batch, forward and backward, was ~4% of a
-        training step. ``weight`` is not in the graph when nothing is replaced, so call
-        ``replace`` on another input in the same forward (``SparseArch`` does, on the target).
+        ~9k x D history rows of a MovieLens batch, forward and backward, took about 0.5 ms of
+        a 13-14 ms training step in the profiler. ``weight`` is not in the graph when nothing
+        is replaced, so call ``replace`` on another input in the same forward (``SparseArch``
+        does, on the target).
         """
         rows = unknown.nonzero().squeeze(1)
         if rows.numel() == 0:

@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed._shard.sharded_tensor import ShardedTensor
 
+from ranking import sharding
 from ranking.checkpoint import (
     CheckpointLoadError,
     latest_checkpoint,
@@ -21,7 +22,7 @@ from ranking.config import ConfigError, RankingConfig
 from ranking.loss import multitask_bce
 from ranking.model import RankingModel
 from ranking.optim import apply_sparse_optimizer, dense_parameters, make_optimizers
-from ranking.sharding import make_plan, planner_constraints, shard_model, table_placements
+from ranking.sharding import make_plan, shard_model, table_placements
 from ranking.train import predict, train_step
 from tests.ranking.fixtures import toy_world
 
@@ -91,7 +92,8 @@ def test_sharded_model_matches_plain_model_and_fused_update_is_exact(world_of_on
     assert touched.sum() > 10 and torch.equal(got_item[~touched], item_before[~touched])
 
 
-def test_world_of_one_keeps_unconstrained_tables_whole_and_honours_constraints(world_of_one):
+def test_world_of_one_keeps_unconstrained_tables_whole_and_honours_constraints(world_of_one,
+                                                                             monkeypatch):
     layout = toy_world().layout
 
     def plan_of(cfg: RankingConfig) -> dict[str, tuple[str, str]]:
@@ -100,19 +102,26 @@ def test_world_of_one_keeps_unconstrained_tables_whole_and_honours_constraints(w
         return {t: (p["sharding_type"], p["compute_kernel"])
                 for t, p in table_placements(plan).items()}
 
-    # Alone, every sharding holds the whole table on this rank: table-wise is the one
-    # without bucketing or split exchanges (the planner alone picks row-wise for "item").
     bare = RankingConfig(embedding_dim=8)
-    assert set(plan_of(bare).values()) == {("table_wise", "fused")}
+    ours = plan_of(bare)
     constrained = plan_of(config())
+    # The planner left alone (as in a larger world): it splits the item table row-wise.
+    free = sharding.planner_constraints
+    monkeypatch.setattr(sharding, "planner_constraints",
+                        lambda model, cfg, device, world_size: free(model, cfg, device, 2))
+    planner = plan_of(bare)
+    assert planner["table_item"][0] == "row_wise"
+    # Alone, no table is split: the item table is kept whole, table-wise and fused ...
+    assert ours["table_item"] == ("table_wise", "fused")
+    assert {t for t, _ in ours.values()} <= {"table_wise", "data_parallel"}
+    # ... and what the planner keeps data-parallel stays so (it decides the optimizer).
+    assert {t for t, p in ours.items() if p[0] == "data_parallel"} == {
+        t for t, p in planner.items() if p[0] == "data_parallel"}
     assert constrained["table_user"] == ("data_parallel", "dense")
     assert constrained["table_item_group"] == ("column_wise", "fused")
     assert constrained["table_item"] == ("table_wise", "fused")
-    # In a larger world the tables without a constraint are left to the planner.
     model = RankingModel(layout, bare, device="meta")
-    assert planner_constraints(model, bare, "cpu", world_size=2) == {}
-    assert set(planner_constraints(model, bare, "cpu", world_size=1)) == {
-        "table_user", "table_item_group", "table_ctx_hour", "table_item"}
+    assert free(model, bare, "cpu", world_size=2) == {}
 
 
 def test_checkpoints_are_atomic_latest_and_pruned(tmp_path, world_of_one):
