@@ -33,6 +33,11 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
                              "benchmarks/results/gpu/")
 
 
+def device_command(script: str, device: str) -> str:
+    """The command line that reproduces a run of ``benchmarks/<script>`` on ``device``."""
+    return f"python benchmarks/{script}" + ("" if device == "cpu" else f" --device {device}")
+
+
 def check_device(device: str) -> None:
     """Exits with status 2 and one line when ``device`` is ``cuda`` and no GPU is visible."""
     import torch

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import (  # noqa: E402
     add_device_argument,
     check_device,
+    device_command,
     median_time,
     print_table,
     target,
@@ -76,8 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     at_default = [r for r in rows if r["valid_share"] < 0.5]
     targets = [target(f"speedup_d{r['dim']}_default_world", r["speedup"], ">=", 1.0)
                for r in at_default]
-    command = "python benchmarks/din_attention.py" + (" --device cuda" if args.device == "cuda"
-                                                      else "")
+    command = device_command("din_attention.py", args.device)
     path = write_results("din_attention", rows, targets, command, device=args.device,
                          extra={"batch": BATCH, "length": LENGTH, "hidden": list(HIDDEN)})
     print(f"wrote {path}")

@@ -15,8 +15,10 @@ OURS = "ours: id_only (DIN + DCNv2, TorchRec)"
 OURS_NO_RETENTION = "ours: id_only, retention_heads=false (ablation)"
 AUC_MARGIN = 0.0  # ours at least as accurate: AUC(ours) - AUC(FuxiCTR DIN) >= 0
 SPEEDUP = 1.5  # ours >= 1.5x FuxiCTR DIN's training samples/s
-COLUMNS = ["model", "dataset", "test_auc", "gauc", "auc_cold_item", "train_samples_per_s",
-           "first_epoch_samples_per_s", "peak_rss_mb"]
+QUALITY_COLUMNS = ["test_auc", "gauc", "auc_cold_item"]
+# Measured by training here; the em3 reference rows (read from quality.json) have none.
+TRAINING_COLUMNS = ["train_samples_per_s", "first_epoch_samples_per_s", "peak_rss_mb"]
+COLUMNS = ["model", "dataset", *QUALITY_COLUMNS, *TRAINING_COLUMNS]
 
 
 def targets_for(rows: list[dict[str, Any]], dataset: str) -> list[dict[str, Any]]:
@@ -71,7 +73,7 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for key in dict.fromkeys((r["dataset"], r["model"]) for r in rows):
         group = [r for r in rows if (r["dataset"], r["model"]) == key]
         row: dict[str, Any] = {"dataset": key[0], "model": key[1], "seeds": len(group)}
-        for col in COLUMNS[2:]:
+        for col in QUALITY_COLUMNS + TRAINING_COLUMNS:
             values = [r[col] for r in group if r.get(col) is not None]
             if not values:
                 row[col] = None
@@ -92,7 +94,7 @@ def summarise(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[di
         for preset in ("em3", *REFERENCE_VARIANTS):
             ref = em3_reference(name, preset)
             if ref is not None:  # a reference row: read from quality.json, not trained here
-                means.append({**ref, **dict.fromkeys(COLUMNS[5:])})
+                means.append({**ref, **dict.fromkeys(TRAINING_COLUMNS)})
     return means, targets
 
 

@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import (  # noqa: E402
     add_device_argument,
     check_device,
+    device_command,
     median_time,
     print_table,
     synchronize,
@@ -223,8 +224,7 @@ def main(argv: list[str] | None = None) -> None:
              f"a warm-up (1 step when the warm-up took over {SLOW_STEP_S:.0f} s); peak_mem_mb is "
              f"{memory}; lora rows checkpoint the history in chunks of 1024 items unless marked; "
              "the last two L=200 rows are ablations (lora without, full with checkpointing).")
-    command = "python benchmarks/sequence_modes.py" + (" --device cuda" if args.device == "cuda"
-                                                       else "")
+    command = device_command("sequence_modes.py", args.device)
     write_results("sequence_modes", rows, found, command, device=args.device,
                   extra={"config": {"qformer": QFORMER.to_dict(), "lora": LORA.to_dict(),
                                     "items": ITEMS, "batch": BATCH, "zipf": ZIPF,
