@@ -9,6 +9,8 @@ pre-built training batches, so data loading is not measured. Variants:
 * ``eager_tower``: the dense tower run eagerly (``train.compile = "off"``);
 * ``aten_prelu_eager``: the eager tower with ATen's PReLU backward instead of
   ``ranking.prelu``'s, compared with ``eager_tower`` (compiled, Inductor generates both);
+* ``plain_adamw``: the dense AdamW's per-parameter implementation instead of the fused kernel
+  (``ranking.optim.fused_adam_kwargs``);
 * ``no_malloc_tuning``: glibc malloc's defaults (``recsys.perf.keep_freed_memory`` skipped);
 * ``planner_sharding``: the tables where TorchRec's planner puts them alone (row-wise for the
   item table) instead of the world-of-one default (no table split: table-wise or
@@ -50,7 +52,7 @@ from benchmarks.common import print_table, target, write_results  # noqa: E402
 # Each process builds one trainer; the variants listed with it are timed in that process,
 # alternating repeat by repeat (and which goes first), so they are compared on the same memory
 # layout and minute.
-PROCESSES = {"shipped": ("shipped", "eager_tower", "aten_prelu_eager"),
+PROCESSES = {"shipped": ("shipped", "eager_tower", "aten_prelu_eager", "plain_adamw"),
              "no_malloc_tuning": ("no_malloc_tuning",), "planner_sharding": ("planner_sharding",)}
 VARIANTS = tuple(v for group in PROCESSES.values() for v in group)
 WARMUP, STEPS, REPEATS = 10, 40, 4
@@ -62,6 +64,7 @@ WARMUP, STEPS, REPEATS = 10, 40, 4
 # run-to-run noise (~5%).
 MIN_SPEEDUP = {"eager_tower": ("shipped", {"movielens": 1.1, "synth": 1.1}),
                "aten_prelu_eager": ("eager_tower", {"movielens": 1.0, "synth": 1.0}),
+               "plain_adamw": ("shipped", {"movielens": 1.0, "synth": 1.0}),
                "no_malloc_tuning": ("shipped", {"movielens": 0.95, "synth": 0.95}),
                "planner_sharding": ("shipped", {"movielens": 1.0, "synth": 0.97})}
 
@@ -97,9 +100,15 @@ def run_case(case: dict) -> dict[str, dict]:
     with tempfile.TemporaryDirectory() as tmp:
         trainer = recsys.train.Trainer(cfg, Path(tmp), env, progress=False)
         trainer.model.train()
+        # The same parameters under PyTorch's per-parameter AdamW instead of the fused kernel.
+        optimizers = {"fused": trainer.optimizer}
+        fused_kwargs, recsys.train.fused_adam_kwargs = recsys.train.fused_adam_kwargs, lambda p: {}
+        optimizers["plain"] = recsys.train.build_optimizer(trainer.model, trainer.em3, cfg)
+        recsys.train.fused_adam_kwargs = fused_kwargs
         prelus = [m for m in trainer.model.modules() if isinstance(m, PReLU)]
         batches = list(itertools.islice(trainer.loader, WARMUP + STEPS))
-        for b in batches[:WARMUP]:
+        for i, b in enumerate(batches[:WARMUP]):  # both optimizers make their state here
+            trainer.optimizer = optimizers["plain" if i % 2 else "fused"]
             trainer.train_step(b)
         for repeat in range(REPEATS):
             # Alternate which variant goes first, so neither always runs on warmer caches.
@@ -107,6 +116,7 @@ def run_case(case: dict) -> dict[str, dict]:
                 # Same parameters either way: only the class (hence the backward) changes.
                 for m in prelus:
                     m.__class__ = nn.PReLU if variant == "aten_prelu_eager" else PReLU
+                trainer.optimizer = optimizers["plain" if variant == "plain_adamw" else "fused"]
                 eager = variant in ("eager_tower", "aten_prelu_eager")
                 with trainer.em3.ranking.eager_dense_tower() if eager else nullcontext():
                     usage = resource.getrusage(resource.RUSAGE_SELF)

@@ -150,7 +150,7 @@ class RankingModel(nn.Module):
         over N x H activations (N valid history positions); eager runs each op as its own
         pass over memory, Inductor fuses them (the PReLUs, the factored first layer's adds,
         the scatter, the DCN products) into a few C++ loops. The eager ``id_only`` training
-        step took 1.16-1.29x as long as the compiled one (``benchmarks/train_step.py``).
+        step took 1.14-1.29x as long as the compiled one (``benchmarks/train_step.py``).
         ``dynamic=True``: the batch size (last batch, evaluation) and N change every call,
         and one graph with symbolic sizes avoids a recompilation per shape. Train and eval
         mode get a graph each. The sparse part (TorchRec) stays eager.

@@ -74,6 +74,19 @@ def dense_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
             if p.requires_grad and not hasattr(p, "_in_backward_optimizers")}
 
 
+def fused_adam_kwargs(params: list[nn.Parameter]) -> dict[str, bool]:
+    """``{"fused": True}`` where PyTorch has a fused Adam(W) kernel for every parameter
+    (floating point, on CPU or CUDA), else ``{}`` (the default per-parameter implementation).
+
+    Why: the default implementation launches several ops per parameter tensor from Python; the
+    fused kernel updates all of them in one call. The CPU ``id_only`` step (one thread) took
+    1.025x (synthetic) / 1.020x (MovieLens) as long with the default (``train_step.py``).
+    """
+    ok = bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point()
+                              for p in params)
+    return {"fused": True} if ok else {}
+
+
 def dense_optimizer_factory(config: RankingConfig
                             ) -> Callable[[list[nn.Parameter]], torch.optim.Optimizer]:
     """``params → optimizer`` for ``config.dense_optimizer``."""
@@ -82,9 +95,9 @@ def dense_optimizer_factory(config: RankingConfig
 
     def build(params: list[nn.Parameter]) -> torch.optim.Optimizer:
         if name == "adam":
-            return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+            return torch.optim.Adam(params, lr=lr, weight_decay=wd, **fused_adam_kwargs(params))
         if name == "adamw":
-            return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+            return torch.optim.AdamW(params, lr=lr, weight_decay=wd, **fused_adam_kwargs(params))
         if name == "adagrad":
             return torch.optim.Adagrad(params, lr=lr, weight_decay=wd)
         return torch.optim.SGD(params, lr=lr, weight_decay=wd)

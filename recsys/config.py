@@ -126,7 +126,7 @@ class TrainSection:
     # 1,147 ms with 2. Scale out with processes (torchrun) instead.
     threads: int = field(default=1, metadata=_min(0))
     # torch.compile the ranking model's dense tower (attention, interaction, tower, heads):
-    # "auto" = on CPU where a C++ compiler is found (an eager id_only step took 1.16-1.29x as
+    # "auto" = on CPU where a C++ compiler is found (an eager id_only step took 1.14-1.29x as
     # long on the reference CPU, benchmarks/train_step.py), "on" = everywhere or fail,
     # "off" = eager.
     compile: Literal["auto", "on", "off"] = "auto"

@@ -28,7 +28,7 @@ from data.prepare import prepare
 from ranking.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from ranking.config import ConfigError
 from ranking.dist import DistEnv, init_process_group_from_env
-from ranking.optim import dense_parameters
+from ranking.optim import dense_parameters, fused_adam_kwargs
 from ranking.sharding import shard_model
 from recsys import rundir
 from recsys.config import TrainConfig, train_config_toml
@@ -100,7 +100,7 @@ def build_optimizer(model: torch.nn.Module, em3: EM3Model, cfg: TrainConfig) -> 
             by_group[key].append(p)
         return torch.optim.AdamW([{"params": ps, "lr": lrs[k], "name": k}
                                   for k, ps in by_group.items() if ps],
-                                 weight_decay=cfg.optim.weight_decay)
+                                 weight_decay=cfg.optim.weight_decay, **fused_adam_kwargs(params))
 
     parts = [("sparse", model.fused_optimizer)] if hasattr(model, "fused_optimizer") else []
     parts.append(("dense", KeyedOptimizerWrapper(dense, factory)))

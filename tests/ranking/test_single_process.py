@@ -21,7 +21,13 @@ from ranking.checkpoint import (
 from ranking.config import ConfigError, RankingConfig
 from ranking.loss import multitask_bce
 from ranking.model import RankingModel
-from ranking.optim import apply_sparse_optimizer, dense_parameters, make_optimizers
+from ranking.optim import (
+    apply_sparse_optimizer,
+    dense_optimizer_factory,
+    dense_parameters,
+    fused_adam_kwargs,
+    make_optimizers,
+)
 from ranking.sharding import make_plan, shard_model, table_placements
 from ranking.train import predict, train_step
 from tests.ranking.fixtures import toy_world
@@ -201,3 +207,29 @@ def test_sparse_marks_are_applied_once_and_leave_dense_parameters_alone():
     assert apply_sparse_optimizer(model, config()) == 0  # a second optimizer would double-step
     assert not [n for n in dense_parameters(model) if "table_" in n]
     assert "heads.heads.head_click.weight" in dense_parameters(model)
+
+
+def test_dense_adam_is_fused_and_takes_the_reference_step():
+    """The dense optimizer uses PyTorch's fused Adam kernel on CPU, and its update equals the
+    per-parameter implementation's."""
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(n)) for n in (7, 64, 1)]
+    reference = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    start = [p.detach().clone() for p in params]
+    for name in ("adam", "adamw"):
+        fused = dense_optimizer_factory(config(dense_optimizer=name, dense_weight_decay=0.01))(params)
+        assert fused.defaults["fused"] is True
+        plain_cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+        plain = plain_cls(reference, lr=fused.defaults["lr"], weight_decay=0.01)
+        for step in range(3):
+            for p, r in zip(params, reference, strict=True):
+                p.grad = torch.full_like(p, 0.5 * (step + 1)) + p.detach()
+                r.grad = torch.full_like(r, 0.5 * (step + 1)) + r.detach()
+            fused.step()
+            plain.step()
+        for p, r in zip(params, reference, strict=True):
+            torch.testing.assert_close(p, r, rtol=1e-6, atol=1e-7)
+    for p, s in zip(params, start, strict=True):
+        assert bool((p.detach() != s).all())  # six steps moved every entry
+    assert fused_adam_kwargs([torch.nn.Parameter(torch.zeros(2, device="meta"))]) == {}
+    assert fused_adam_kwargs([]) == {}
