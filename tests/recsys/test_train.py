@@ -17,7 +17,7 @@ from data.loader import BatchLoader
 from data.prepare import prepare
 from recsys.config import load_train_config
 from recsys.model import EM3Model
-from recsys.train import train
+from recsys.train import build_optimizer, train
 from tests.recsys.train_fixtures import REPO, TINY, make_world, recsys_cmd, run_recsys, set_args
 
 
@@ -106,6 +106,26 @@ def test_interest_loss_trains_the_target_encoder_and_the_history_adapters(world)
     groups = model.content_param_groups()
     for name in ("qformer", "adapters"):  # target side: base weights; history side: LoRA
         assert sum(float(p.grad.abs().sum()) for p in groups[name] if p.grad is not None) > 0, name
+
+
+def test_dense_optimizer_is_fused_with_a_learning_rate_per_group(world):
+    cfg = load_train_config("em3", [*TINY, f'data.dir="{world}"', "optim.qformer_lr=0.004",
+                                    "optim.adapter_lr=0.003", "ranking.dense_lr=0.002"])
+    dataset = load_dataset(world)
+    prepared = prepare(dataset, cfg.prepare_config())
+    from multimodal.token_cache import build_token_cache
+    from recsys.content_setup import TokenCache
+
+    build_token_cache(dataset, vision="tiny", text="tiny", tokens=8, progress=False)
+    model = EM3Model(prepared.layout, cfg, TokenCache.for_dataset(dataset, tokens=8).tensors)
+    dense = build_optimizer(model, model, cfg).optimizers[-1][1]._optimizer
+    assert isinstance(dense, torch.optim.AdamW) and dense.defaults["fused"] is True
+    lrs = {g["name"]: g["lr"] for g in dense.param_groups}
+    assert lrs == {"ranking": 0.002, "qformer": 0.004, "adapters": 0.003}
+    groups = model.content_param_groups()
+    by_name = {g["name"]: {id(p) for p in g["params"]} for g in dense.param_groups}
+    assert by_name["adapters"] == {id(p) for p in groups["adapters"]}
+    assert by_name["qformer"] == {id(p) for p in groups["qformer"]}
 
 
 def test_killed_run_resumes_to_the_same_result(world, tmp_path):
