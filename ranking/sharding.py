@@ -79,12 +79,13 @@ def planner_constraints(model: nn.Module, config: RankingConfig, device_type: st
     A constraint with a sharding type but no kernel gets the kernel that type needs
     (``dense`` for data-parallel, ``fused`` otherwise). Tables without a constraint are left
     to the planner, except that in a world of one process it may only keep them whole:
-    ``table_wise`` or (pooled tables) ``data_parallel``. Alone, every sharding puts the whole table on the one
-    rank, and the planner's pick for the item table (``row_wise``) only adds bucketing and
-    split exchanges around each lookup (about 4% of a MovieLens ``id_only`` step on the
-    reference CPU). Its ``data_parallel`` picks stay: that choice also decides which optimizer
-    trains the table (the dense one), and forcing those small tables onto the fused row-wise
-    Adagrad cost the synthetic world's ``em3`` 0.02 test AUC (seed 0).
+    ``table_wise`` or (pooled tables) ``data_parallel``. Alone, every sharding puts the whole
+    table on the one rank, and the planner's pick for the item table (``row_wise``) only adds
+    bucketing and split exchanges around each lookup (with it, a MovieLens ``id_only`` step
+    took 1.07x as long on the reference CPU: ``benchmarks/train_step.py``, variant
+    ``planner_sharding``). Its ``data_parallel`` picks stay: that choice also decides which
+    optimizer trains the table (the dense one), and forcing those small tables onto the fused
+    row-wise Adagrad cost the synthetic world's ``em3`` 0.02 test AUC (seed 0).
     """
     tables = embedding_tables(model)
     constraints: dict[str, ParameterConstraints] = {}
