@@ -12,6 +12,10 @@ between-user analysis). Every figure those sections quote has one source; the pr
 figures (what was tried, how we read it) lives in the templates below and is edited here,
 never in the README.
 
+After new quality runs, refresh ``peers.json`` first (``python benchmarks/peers.py
+--collect-only``: its EM3 rows are read from ``quality.json``), then run this script, then
+``python benchmarks/run_all.py --collect-only`` for REPORT.md.
+
 The readings need the runs: without ``benchmarks/.data/runs`` (a fresh clone) the script says
 so and exits 2. The tables alone (``quality_table`` and friends) need only the JSON; the test
 suite checks that the README holds them.
