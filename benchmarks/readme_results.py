@@ -107,6 +107,7 @@ def readings(results: Path = RESULTS, runs_dir: Path = RUNS) -> tuple[str, str]:
     si, se = row[("synth", "id_only")], row[("synth", "em3")]
     mi, me = row[("movielens", "id_only")], row[("movielens", "em3")]
     mf, mn = row[("movielens", "em3_frozen_seq")], row[("movielens", "em3_no_interest")]
+    ncic, full = row[("synth", "em3_no_cic")], row[("synth", "em3_full_seq")]
 
     def picks(ds):
         rs = sorted(runs[f"{ds}/{SEL}"], key=lambda r: r["seed"])
@@ -195,10 +196,15 @@ against {seedvals('synth', 'id_only')}), GAUC by {se['gauc'] - si['gauc']:+.3f} 
 
 - the interest loss is the lever: without it (`em3_no_interest`, 3 seeds) EM3 is level with
   `id_only`;
-- CIC adds {[r['auc'] for r in runs['synth/em3'] if r['seed'] == 0][0] - row[('synth', 'em3_no_cic')]['auc']:.3f} AUC on top of it on seed 0 (`em3_no_cic`);
+- CIC {'adds' if se['auc'] > ncic['auc'] else 'costs'} {abs(se['auc'] - ncic['auc']):.3f} AUC and {abs(se['auc_cold_item'] - ncic['auc_cold_item']):.3f} cold-item AUC on top of it
+  (`em3_no_cic`, 3 seeds: {ncic['auc']:.4f} / {ncic['auc_cold_item']:.4f});
 - the history path must be trainable here: frozen history content gives the interest loss only
-  one trainable side (`em3_frozen_seq`, 3 seeds: {row[("synth", "em3_frozen_seq")]['auc']:.4f} AUC), while the full path is
-  slightly ahead of LoRA on seed 0 (`em3_full_seq`).
+  one trainable side (`em3_frozen_seq`, 3 seeds: {row[("synth", "em3_frozen_seq")]['auc']:.4f} AUC). Training the whole
+  Q-Former on the history instead of LoRA adapters (`em3_full_seq`, 3 seeds: {full['auc']:.4f} AUC,
+  {full['auc_cold_item']:.4f} cold-item AUC) is {'ahead of' if full['auc'] > se['auc'] else 'behind'} `em3` by {abs(full['auc'] - se['auc']):.3f} AUC: LoRA gives up some accuracy
+  for its far smaller trainable state (`python benchmarks/sequence_modes.py`);
+- with the history attending over ID embeddings only (`em3_no_content_seq`, 3 seeds:
+  {row[("synth", "em3_no_content_seq")]['auc']:.4f} AUC) EM3 is level with `id_only` again: target content alone does not carry it.
 
 [docs/training.md](docs/training.md) has the diagnosis behind these defaults: linear probes of
 the content embeddings, and an oracle run with the hidden topic as content.
@@ -297,14 +303,13 @@ item content needs on real data, and a test split with more users is what would 
 
 def quality_section(q: dict, reading: str) -> str:
     lines = ["### Quality: `python benchmarks/quality.py`", "",
-             "Test split, primary label (`click` on the synthetic world; `like` = rating ≥ 4 on MovieLens",
-             "with posters), default presets (3 epochs, early stopping on valid AUC). `id_only` and `em3`:",
-             "mean ± std over seeds 0, 1, 2; the ablations: seed 0 only (except where the seeds column",
-             "says 3), for lack of time on this machine (`--seeds 0 1 2` runs them fully). The last row",
-             "of each dataset is not a preset: per seed, `em3` or `em3_frozen_seq`, whichever has the",
-             "higher validation AUC (see the reading below). Every row was trained with the current",
-             "code (compiled dense tower, world-of-one plan, fused dense AdamW; each run's `run.json`",
-             "names its commit). Recorded with (finished runs are reused from `benchmarks/.data/runs`):",
+             "Test split, primary label (`click` on the synthetic world; `like` = rating ≥ 4 on",
+             "MovieLens with posters), default presets (3 epochs, early stopping on valid AUC), mean ±",
+             "std over seeds 0, 1, 2 for every preset. The last row of each dataset is not a preset:",
+             "per seed, `em3` or `em3_frozen_seq`, whichever has the higher validation AUC (see the",
+             "reading below). Every row was trained with the current code (compiled dense tower,",
+             "world-of-one plan, fused dense AdamW; each run's `run.json` names its commit). Recorded",
+             "with (finished runs are reused from `benchmarks/.data/runs`):",
              "", "```bash", *q["command"].split("; "), "```", "",
              "| dataset | model | seeds | AUC | GAUC | cold-item AUC | cold-item GAUC |", "|---|---|---:|---|---|---|---|"]
     lines += quality_table(q)
