@@ -302,6 +302,7 @@ item content needs on real data, and a test split with more users is what would 
 
 
 def quality_section(q: dict, reading: str) -> str:
+    """The README's "Quality" section: intro, command, table, targets, reading."""
     lines = ["### Quality: `python benchmarks/quality.py`", "",
              "Test split, primary label (`click` on the synthetic world; `like` = rating ≥ 4 on",
              "MovieLens with posters), default presets (3 epochs, early stopping on valid AUC), mean ±",
@@ -320,6 +321,7 @@ def quality_section(q: dict, reading: str) -> str:
 
 
 def peers_section(p: dict, reading: str) -> str:
+    """The README's "Side by side with FuxiCTR" section."""
     lines = ["### Side by side with FuxiCTR: `python benchmarks/peers.py --seeds 3`", "",
               "Our `id_only` vs FuxiCTR 2.3.10's DIN (installed from PyPI into its own `.venv-peers`), on",
               "exactly the same split, features and behaviour sequences, same machine, same run, one torch",
@@ -335,6 +337,7 @@ def peers_section(p: dict, reading: str) -> str:
 
 
 def train_step_section(t: dict) -> str:
+    """The README's "Training step" section: table and the reading of each variant."""
     by = {(x["dataset"], x["variant"]): x for x in t["rows"]}
 
     lines = ["### Training step: `python benchmarks/train_step.py`", "",
@@ -390,7 +393,7 @@ def peers_doc_sections(p: dict, reading: str) -> str:
            "Means over seeds 0–2 (rows per seed in `benchmarks/results/peers.json`), from the run",
            "recorded there (presets as shipped: retention-head loss weight 0.2):", "",
            "| model | dataset | test AUC | GAUC | cold-item AUC | train samples/s | first epoch samples/s | peak RSS MB |", "|---|---|---|---|---|---|---|---|"]
-    tab += [row for row in peers_table(p)]
+    tab += peers_table(p)
     tab += ["", "| target | value | met |", "|---|---|---|"]
     for t in p["targets"]:
         tab.append(f"| `{t['name']}` ({t['target']}) | {t['value']:+.4f} | {'yes' if t['met'] else 'no'} |")
