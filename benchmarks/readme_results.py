@@ -259,9 +259,9 @@ text vectors (`content.text=<file>.parquet`), gave `em3` 0.6468 AUC / 0.5473 col
 and `em3_frozen_seq` 0.6506 / 0.5297 (3 seeds each, measured during this round): the frozen
 path fell by 0.019 AUC, and `em3` stayed within the seed spread of both text sources
 (0.630–0.661 AUC). With the test AUC as user-bound as the bullet above shows, better content
-does not reliably move it. Real
-pretrained encoders (`content.vision` / `content.text` take local model directories) are what
-item content needs on real data, and a test split with more users is what would show it."""
+does not reliably move it. Real pretrained encoders (`content.vision` / `content.text` take
+local model directories) are what item content needs on real data, and a test split with
+more users is what would show it."""
     reading_peers = f"""Reading:
 
 - **Speed.** Ours is {tg['train_samples_per_s_ratio_id_only_over_fuxictr_din_synth']:.2f}× FuxiCTR's warm training samples/s on the synthetic world and
