@@ -70,6 +70,12 @@ def peers_table(p: dict) -> list[str]:
             for r in p["summary"]]
 
 
+
+def target_lines(targets: list[dict]) -> list[str]:
+    """One Markdown bullet per recorded target: name, value, threshold, met or not."""
+    return [f"- `{t['name']}`: {t['value']:+.4f} (target {t['target']}): "
+            f"{'met' if t['met'] else '**not met**'}" for t in targets]
+
 TRAIN_STEP_VARIANTS = {
     "shipped": "shipped (compiled dense tower)",
     "eager_tower": 'eager tower (`train.compile = "off"`)',
@@ -93,11 +99,9 @@ def train_step_table(t: dict) -> list[str]:
     return out
 
 
-def readings(results: Path = RESULTS, runs_dir: Path = RUNS) -> tuple[str, str]:
-    """The prose under the quality and side-by-side tables, its figures computed from the JSON
-    and the runs: (quality reading, peers reading)."""
-    q = json.loads((results / "quality.json").read_text())
-    p = json.loads((results / "peers.json").read_text())
+def readings(q: dict, p: dict, step: dict, runs_dir: Path = RUNS) -> tuple[str, str]:
+    """The prose under the quality and side-by-side tables, its figures computed from the
+    quality, peers and train-step results and the runs: (quality reading, peers reading)."""
     row = {(r["dataset"], r["preset"]): r for r in q["rows"]}
     runs = q["runs"]
 
@@ -154,7 +158,7 @@ def readings(results: Path = RESULTS, runs_dir: Path = RUNS) -> tuple[str, str]:
     mfr = sm[("movielens", f"ours: {SEL} (benchmarks/quality.py, 3 seeds)")]
     tg2 = {"auc": mfr["test_auc"] - max(fxm["test_auc"], oum["test_auc"]),
             "cold": mfr["auc_cold_item"] - max(fxm["auc_cold_item"], oum["auc_cold_item"])}
-    ts = {(r["dataset"], r["variant"]): r for r in json.loads((results / "train_step.json").read_text())["rows"]}
+    ts = {(r["dataset"], r["variant"]): r for r in step["rows"]}
     ps, pm = row[("synth", SEL)], row[("movielens", SEL)]
     ok = all(a["auc"] > b["auc"] and a["auc_cold_item"] > b["auc_cold_item"] for a, b in ((ps, si), (pm, mi)))
     beats = (f"Picked that way, EM3 is ahead of `id_only` on both datasets, on AUC ({ps['auc'] - si['auc']:+.3f} / "
@@ -315,8 +319,7 @@ def quality_section(q: dict, reading: str) -> str:
              "| dataset | model | seeds | AUC | GAUC | cold-item AUC | cold-item GAUC |", "|---|---|---:|---|---|---|---|"]
     lines += quality_table(q)
     lines += ["", "Targets recorded in `benchmarks/results/quality.json` (em3 − id_only):", ""]
-    for t in q["targets"]:
-        lines.append(f"- `{t['name']}`: {t['value']:+.4f} (target {t['target']}): {'met' if t['met'] else '**not met**'}")
+    lines += target_lines(q["targets"])
     return "\n".join([*lines, "", reading, "", ""])
 
 
@@ -331,8 +334,7 @@ def peers_section(p: dict, reading: str) -> str:
               "| model | dataset | test AUC | GAUC | cold-item AUC | train samples/s | first epoch samples/s | peak RSS (MB) |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     lines += peers_table(p)
     lines += ["", "Targets:", ""]
-    for t in p["targets"]:
-        lines.append(f"- `{t['name']}`: {t['value']:+.4f} (target {t['target']}): {'met' if t['met'] else '**not met**'}")
+    lines += target_lines(p["targets"])
     return "\n".join([*lines, "", reading, "", ""])
 
 
@@ -413,7 +415,7 @@ def _replace(text: str, pattern: str, block: str) -> str:
 def render(readme: str, doc: str) -> tuple[str, str]:
     """README and docs/peers.md texts with their generated sections rebuilt."""
     q, p, t = load("quality"), load("peers"), load("train_step")
-    reading_q, reading_p = readings()
+    reading_q, reading_p = readings(q, p, t)
     block = quality_section(q, reading_q) + peers_section(p, reading_p)
     readme = _replace(readme, r"### Quality: .*?(?=### Data pipeline)", block)
     readme = _replace(readme, r"### Training step: .*?(?=### Metrics:)", train_step_section(t))

@@ -101,12 +101,9 @@ def run_case(case: dict) -> dict[str, dict]:
         trainer = recsys.train.Trainer(cfg, Path(tmp), env, progress=False)
         trainer.model.train()
         # The same parameters under PyTorch's per-parameter AdamW instead of the fused kernel.
-        optimizers = {"fused": trainer.optimizer}
-        fused_kwargs, recsys.train.fused_adam_kwargs = recsys.train.fused_adam_kwargs, lambda p: {}
-        try:
-            optimizers["plain"] = recsys.train.build_optimizer(trainer.model, trainer.em3, cfg)
-        finally:
-            recsys.train.fused_adam_kwargs = fused_kwargs
+        optimizers = {"fused": trainer.optimizer,
+                      "plain": recsys.train.build_optimizer(trainer.model, trainer.em3, cfg,
+                                                            fused=False)}
         prelus = [m for m in trainer.model.modules() if isinstance(m, PReLU)]
         batches = list(itertools.islice(trainer.loader, WARMUP + STEPS))
         for i, b in enumerate(batches[:WARMUP]):  # both optimizers make their state here

@@ -83,9 +83,13 @@ def _set_rng_state(s: dict[str, Any]) -> None:
     torch.set_rng_state(s["torch"])
 
 
-def build_optimizer(model: torch.nn.Module, em3: EM3Model, cfg: TrainConfig) -> CombinedOptimizer:
+def build_optimizer(model: torch.nn.Module, em3: EM3Model, cfg: TrainConfig,
+                    fused: bool = True) -> CombinedOptimizer:
     """Fused sparse optimizer (from DMP) + one AdamW over the dense groups, each group with its
-    own learning rate: ranking tower and CIC, Q-Former base weights, LoRA adapters."""
+    own learning rate: ranking tower and CIC, Q-Former base weights, LoRA adapters.
+
+    ``fused=False`` keeps the dense AdamW on PyTorch's per-parameter implementation (the
+    comparison in ``benchmarks/train_step.py``); otherwise it is fused where it can be."""
     dense = dense_parameters(model)
     groups = em3.content_param_groups()
     qformer_ids = {id(p) for p in groups["qformer"]}
@@ -100,7 +104,8 @@ def build_optimizer(model: torch.nn.Module, em3: EM3Model, cfg: TrainConfig) -> 
             by_group[key].append(p)
         return torch.optim.AdamW([{"params": ps, "lr": lrs[k], "name": k}
                                   for k, ps in by_group.items() if ps],
-                                 weight_decay=cfg.optim.weight_decay, **fused_adam_kwargs(params))
+                                 weight_decay=cfg.optim.weight_decay,
+                                 **(fused_adam_kwargs(params) if fused else {}))
 
     parts = [("sparse", model.fused_optimizer)] if hasattr(model, "fused_optimizer") else []
     parts.append(("dense", KeyedOptimizerWrapper(dense, factory)))

@@ -14,7 +14,7 @@ import torch
 
 from data.dataset import load_dataset
 from data.loader import BatchLoader
-from data.prepare import prepare
+from data.prepare import Prepared, prepare
 from recsys.config import load_train_config
 from recsys.model import EM3Model
 from recsys.train import build_optimizer, train
@@ -55,17 +55,21 @@ def test_em3_learns_and_writes_a_complete_run(em3_run):
     assert json.loads((out / "run.json").read_text())["status"] == "finished"
 
 
-def test_cic_gives_the_qformer_gradients_and_falls(world):
-    torch.manual_seed(0)
-    cfg = load_train_config("em3", [*TINY, f'data.dir="{world}"', "cic.weight=1.0"])
-    dataset = load_dataset(world)
-    prepared = prepare(dataset, cfg.prepare_config())
+def _content_model(world, *overrides: str) -> tuple[EM3Model, Prepared]:
+    """An em3 model over the world's tiny token cache (built here), and the prepared data."""
     from multimodal.token_cache import build_token_cache
     from recsys.content_setup import TokenCache
 
+    cfg = load_train_config("em3", [*TINY, f'data.dir="{world}"', *overrides])
+    dataset = load_dataset(world)
+    prepared = prepare(dataset, cfg.prepare_config())
     build_token_cache(dataset, vision="tiny", text="tiny", tokens=8, progress=False)
-    tokens = TokenCache.for_dataset(dataset, tokens=8).tensors
-    model = EM3Model(prepared.layout, cfg, tokens)
+    return EM3Model(prepared.layout, cfg, TokenCache.for_dataset(dataset, tokens=8).tensors), prepared
+
+
+def test_cic_gives_the_qformer_gradients_and_falls(world):
+    torch.manual_seed(0)
+    model, prepared = _content_model(world, "cic.weight=1.0")
     batches = list(BatchLoader(prepared, "train", 256, shuffle=True, seed=0))
     out = model(batches[0])
     cic = model.cic(out.target_content, out.target_item_emb, batches[0].target_item_rows)
@@ -88,14 +92,7 @@ def test_cic_gives_the_qformer_gradients_and_falls(world):
 
 def test_interest_loss_trains_the_target_encoder_and_the_history_adapters(world):
     torch.manual_seed(0)
-    cfg = load_train_config("em3", [*TINY, f'data.dir="{world}"'])
-    dataset = load_dataset(world)
-    prepared = prepare(dataset, cfg.prepare_config())
-    from multimodal.token_cache import build_token_cache
-    from recsys.content_setup import TokenCache
-
-    build_token_cache(dataset, vision="tiny", text="tiny", tokens=8, progress=False)
-    model = EM3Model(prepared.layout, cfg, TokenCache.for_dataset(dataset, tokens=8).tensors)
+    model, prepared = _content_model(world)
     batch = next(iter(BatchLoader(prepared, "train", 256, shuffle=True, seed=0)))
     out = model(batch)
     assert out.hist_content is not None and out.hist_content.shape[:2] == batch.hist_mask.shape
@@ -109,16 +106,9 @@ def test_interest_loss_trains_the_target_encoder_and_the_history_adapters(world)
 
 
 def test_dense_optimizer_is_fused_with_a_learning_rate_per_group(world):
-    cfg = load_train_config("em3", [*TINY, f'data.dir="{world}"', "optim.qformer_lr=0.004",
-                                    "optim.adapter_lr=0.003", "ranking.dense_lr=0.002"])
-    dataset = load_dataset(world)
-    prepared = prepare(dataset, cfg.prepare_config())
-    from multimodal.token_cache import build_token_cache
-    from recsys.content_setup import TokenCache
-
-    build_token_cache(dataset, vision="tiny", text="tiny", tokens=8, progress=False)
-    model = EM3Model(prepared.layout, cfg, TokenCache.for_dataset(dataset, tokens=8).tensors)
-    dense = build_optimizer(model, model, cfg).optimizers[-1][1]._optimizer
+    model, _ = _content_model(world, "optim.qformer_lr=0.004", "optim.adapter_lr=0.003",
+                              "ranking.dense_lr=0.002")
+    dense = build_optimizer(model, model, model.cfg).optimizers[-1][1]._optimizer
     assert isinstance(dense, torch.optim.AdamW) and dense.defaults["fused"] is True
     lrs = {g["name"]: g["lr"] for g in dense.param_groups}
     assert lrs == {"ranking": 0.002, "qformer": 0.004, "adapters": 0.003}
@@ -126,6 +116,8 @@ def test_dense_optimizer_is_fused_with_a_learning_rate_per_group(world):
     by_name = {g["name"]: {id(p) for p in g["params"]} for g in dense.param_groups}
     assert by_name["adapters"] == {id(p) for p in groups["adapters"]}
     assert by_name["qformer"] == {id(p) for p in groups["qformer"]}
+    plain = build_optimizer(model, model, model.cfg, fused=False).optimizers[-1][1]._optimizer
+    assert not plain.defaults["fused"]
 
 
 def test_killed_run_resumes_to_the_same_result(world, tmp_path):
