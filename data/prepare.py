@@ -14,6 +14,7 @@ import polars as pl
 from data.batch import ITEM_FEATURE, RETENTION_LABELS, USER_FEATURE, FeatureLayout
 from data.coldstart import add_cold_flags
 from data.dataset import Dataset
+from data.prior_rate import PRIOR_FEATURES, add_prior_rate
 from data.retention import SECONDS_PER_DAY, add_retention_labels
 from data.sequences import add_history
 from data.split import leave_last_out, time_split
@@ -41,6 +42,9 @@ class PrepareConfig:
             no train/valid/test split, but they are the future that labels the retention of the
             rows before them (and they feed histories). With 0, the test split is the log's
             end and every test row is censored for retention; 14 lets test rows mature.
+        prior_rate: derive the ``prior_rate`` and ``prior_rows`` pooled features (the user's
+            smoothed rate of the primary label, and row count, before each row;
+            ``data.prior_rate``).
     """
 
     max_history: int = 50
@@ -49,6 +53,7 @@ class PrepareConfig:
     retention: bool = True
     min_count: int = 1
     tail_days: int = 0
+    prior_rate: bool = True
 
     def __post_init__(self) -> None:
         if self.tail_days < 0:
@@ -69,7 +74,8 @@ class Prepared:
 
     ``frame`` holds the canonical interaction columns plus: the joined ``item_<c>`` and
     ``user_<c>`` categoricals, ``split``, ``hist_rows``, ``cold_item``, ``cold_user``, the
-    retention columns (when configured), ``idx_<feature>`` per vocabulary and ``user_key``.
+    retention columns and ``prior_rate`` / ``prior_rows`` (when configured), ``idx_<feature>``
+    per vocabulary and ``user_key``.
     """
 
     dataset: Dataset
@@ -118,14 +124,18 @@ def _split(frame: pl.DataFrame, config: PrepareConfig) -> pl.DataFrame:
     return pl.concat([split(head), tail], how="vertical_relaxed").sort("row_id")
 
 
-def pooled_features(dataset: Dataset) -> list[str]:
-    """Pooled ID features in FeatureLayout order: user, user_<c>, item_<c>, ctx_<c>."""
-    return [USER_FEATURE, *dataset.user_features, *dataset.item_features, *dataset.context_features]
+def pooled_features(dataset: Dataset, config: PrepareConfig) -> list[str]:
+    """Pooled ID features in FeatureLayout order: user, user_<c>, item_<c>, ctx_<c>, then the
+    derived prior_rate and prior_rows when ``config.prior_rate``."""
+    derived = list(PRIOR_FEATURES) if config.prior_rate else []
+    return [USER_FEATURE, *dataset.user_features, *dataset.item_features,
+            *dataset.context_features, *derived]
 
 
 def prepare(dataset: Dataset, config: PrepareConfig | None = None,
             vocabs: dict[str, Vocab] | None = None) -> Prepared:
-    """Derives split, history (primary label), cold flags, retention labels and vocabularies.
+    """Derives split, history and prior rate (primary label), cold flags, retention labels and
+    vocabularies.
 
     ``vocabs``: use these vocabularies (a trained run's) instead of building them on train, so
     ids are encoded exactly as the model saw them.
@@ -134,6 +144,8 @@ def prepare(dataset: Dataset, config: PrepareConfig | None = None,
     frame = _join_side_features(dataset)
     frame = _split(frame, config)
     frame = add_history(frame, dataset.primary_label, config.max_history)
+    if config.prior_rate:
+        frame = add_prior_rate(frame, dataset.primary_label)
     frame = add_cold_flags(frame)
     if config.retention:
         frame = add_retention_labels(frame)
@@ -141,7 +153,7 @@ def prepare(dataset: Dataset, config: PrepareConfig | None = None,
     # Vocabularies see train rows only: an id first met in valid/test is OOV, as it would be
     # for a model serving traffic it was not trained on.
     sources = {USER_FEATURE: "user_id", ITEM_FEATURE: "item_id"}
-    sources |= {f: f for f in pooled_features(dataset) if f != USER_FEATURE}
+    sources |= {f: f for f in pooled_features(dataset, config) if f != USER_FEATURE}
     train = frame.filter(pl.col("split") == "train")
     if vocabs is None:
         vocabs = {name: Vocab.build(name, train[col], config.min_count) for name, col in sources.items()}
@@ -154,7 +166,7 @@ def prepare(dataset: Dataset, config: PrepareConfig | None = None,
         (pl.col("user_id").rank("dense").cast(pl.Int64) - 1).alias("user_key"),
     )
     layout = FeatureLayout(
-        pooled={name: vocabs[name].size for name in pooled_features(dataset)},
+        pooled={name: vocabs[name].size for name in pooled_features(dataset, config)},
         item_vocab_size=vocabs[ITEM_FEATURE].size,
         max_history=config.max_history,
         labels=tuple(dataset.labels),

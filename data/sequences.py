@@ -23,7 +23,7 @@ import polars as pl
 HISTORY_COLUMN = "hist_rows"
 
 
-def _first_of_run(value: pl.Expr, *keys: str) -> pl.Expr:
+def first_of_run(value: pl.Expr, *keys: str) -> pl.Expr:
     """``value`` at the first row of each run of equal ``keys`` in a sorted frame."""
     starts = pl.any_horizontal([pl.col(k) != pl.col(k).shift() for k in keys]).fill_null(True)
     return pl.when(starts).then(value).forward_fill()
@@ -53,8 +53,8 @@ def add_history(inter: pl.DataFrame, label: str, max_len: int,
     # and at the user's first row to know where this user's positives start.
     before = pl.col("_pos").cum_sum() - pl.col("_pos")
     ordered = ordered.with_columns(before.alias("_before")).with_columns(
-        _first_of_run(pl.col("_before"), "user_id", "ts").alias("_seen"),
-        _first_of_run(pl.col("_before"), "user_id").alias("_user_start"),
+        first_of_run(pl.col("_before"), "user_id", "ts").alias("_seen"),
+        first_of_run(pl.col("_before"), "user_id").alias("_user_start"),
     )
     # Index of the row's most recent earlier positive; rows without one point one past the
     # last positive, where an empty list is appended below (cheaper than gathering nulls and

@@ -32,4 +32,6 @@ def load_data_state(run_dir: str | Path) -> tuple[FeatureLayout, dict[str, Vocab
         raise FileNotFoundError(f"{run_dir} has no {DATA_STATE}; was it written by `recsys train`?")
     state = json.loads(path.read_text())
     vocabs = {name: Vocab.from_dict(d) for name, d in state["vocabs"].items()}
-    return FeatureLayout.from_dict(state["layout"]), vocabs, state["prepare"]
+    # Runs saved before the prior-rate features existed were trained without them.
+    prep = {"prior_rate": False, **state["prepare"]}
+    return FeatureLayout.from_dict(state["layout"]), vocabs, prep

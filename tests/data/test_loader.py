@@ -63,7 +63,8 @@ def prepared(tmp_path_factory):
 def test_prepare_frame_vocabs_and_layout(prepared):
     frame, layout = prepared.frame, prepared.layout
     assert frame.height == N_ROWS and frame["row_id"].to_list() == list(range(N_ROWS))
-    assert list(layout.pooled) == ["user", "user_age", "item_genre", "ctx_device"]
+    assert list(layout.pooled) == ["user", "user_age", "item_genre", "ctx_device",
+                                   "prior_rate", "prior_rows"]
     train = frame.filter(pl.col("split") == "train")
     assert layout.pooled["user"] == train["user_id"].n_unique() + 1
     assert layout.pooled["user_age"] == 3 + 1 and layout.pooled["item_genre"] == 5 + 1
@@ -90,8 +91,10 @@ def test_prepare_frame_vocabs_and_layout(prepared):
 
 
 def test_leave_last_out_config(prepared):
-    p = prepare(prepared.dataset, PrepareConfig(split="leave_last_out", retention=False))
+    p = prepare(prepared.dataset, PrepareConfig(split="leave_last_out", retention=False,
+                                                prior_rate=False))
     assert p.layout.retention_labels == () and "return_7d" not in p.frame.columns
+    assert "prior_rate" not in p.layout.pooled and "prior_rate" not in p.frame.columns
     per_user = p.frame.group_by("user_id").agg((pl.col("split") == "test").sum().alias("t"))
     assert (per_user["t"] == 1).all()
     with pytest.raises(ValueError):
@@ -112,7 +115,7 @@ def test_batches_match_frame(prepared):
         start += batch.size
         B, L = batch.size, 6
         assert batch.pooled.keys() == list(prepared.layout.pooled)
-        assert batch.pooled.lengths().tolist() == [1] * (B * 4)
+        assert batch.pooled.lengths().tolist() == [1] * (B * len(prepared.layout.pooled))
         for key, jt in batch.pooled.to_dict().items():
             assert jt.values().tolist() == rows[index_column(key)].to_list()
         seq = batch.sequence.to_dict()
