@@ -25,8 +25,8 @@ def export_for_fuxictr(data_dir: Path, out: Path) -> dict[str, Any]:
     """Prepares ``data_dir`` with our pipeline and writes FuxiCTR's LongCTR input files.
 
     Files in ``out``: ``{train,valid,test}.parquet`` (one row per interaction: ``user_index``,
-    ``item_index``, ``seq_len``, the pooled categoricals as ``our index + 1``, the primary
-    label), ``user_info.parquet`` (``full_item_seq`` per ``user_index``: the user's positives in
+    ``item_index``, ``seq_len``, the pooled categoricals as ``our index + 1``, the dense
+    features as they are, the primary label), ``user_info.parquet`` (``full_item_seq`` per ``user_index``: the user's positives in
     time order as item indices) and ``item_info.parquet`` (row ``k`` = item ``k``: ``item_id`` =
     our item vocabulary index + 1; row 0 is padding). Indices are shifted by one because
     FuxiCTR keeps row 0 of every table as a zero padding row, while our row 0 is the
@@ -77,8 +77,9 @@ def export_for_fuxictr(data_dir: Path, out: Path) -> dict[str, Any]:
                  "seq_len": seq_len}
         table |= {f: rows[index_column(f)].to_numpy() + 1 for f in pooled}
         table[label] = rows[label].to_numpy()
-        pl.DataFrame({k: np.asarray(v, dtype=np.int64) for k, v in table.items()}
-                     ).write_parquet(out / f"{split}.parquet")
+        columns = {k: np.asarray(v, dtype=np.int64) for k, v in table.items()}
+        columns |= {f: rows[f].to_numpy().astype(np.float32) for f in layout.dense}
+        pl.DataFrame(columns).write_parquet(out / f"{split}.parquet")
         if split == "test":
             tests = {"row_id": rows["row_id"].to_numpy(), "user_key": user,
                      "y": rows[label].to_numpy().astype(np.int8),
@@ -88,13 +89,18 @@ def export_for_fuxictr(data_dir: Path, out: Path) -> dict[str, Any]:
             for n in ("user_index", "item_index", "seq_len")]
     cats = [{"name": f, "active": True, "dtype": "int", "type": "categorical", "source": "",
              "vocab_size": size + 1, "remap": False} for f, size in layout.pooled.items()]
+    # FuxiCTR embeds a numeric feature as value x a learned vector (Linear(1, D)): our
+    # dense_proj, one Linear over all of them, is the same for one feature.
+    dense = [{"name": f, "active": True, "dtype": "float", "type": "numeric", "source": ""}
+             for f in layout.dense]
     # The only "item"-source feature: DIN embeds it for the target and every history item.
     item = {"name": "item_id", "active": True, "dtype": "int", "type": "categorical",
             "source": "item", "vocab_size": layout.item_vocab_size + 1, "remap": False}
-    return {"feature_cols": meta + cats + [item], "label_col": {"name": label, "dtype": "int"},
+    return {"feature_cols": meta + cats + dense + [item], "label_col": {"name": label, "dtype": "int"},
             "label": label, "max_len": max_len, "test": tests,
             "rows": {s: int((frame["split"] == s).sum()) for s in ("train", "valid", "test")},
-            "features": pooled + ["item (target)", "hist_item (behaviour sequence)"]}
+            "features": pooled + list(layout.dense)
+            + ["item (target)", "hist_item (behaviour sequence)"]}
 
 
 def _check_sequences(rows: pl.DataFrame, start: np.ndarray, seq_len: np.ndarray,

@@ -24,12 +24,14 @@ class FeatureLayout:
 
     Attributes:
         pooled: pooled feature name → vocabulary size (OOV row 0 included). Always holds
-            ``user``; then ``user_<c>``, ``item_<c>`` (of the target item) and ``ctx_<c>``.
+            ``user``; then ``user_<c>``, ``item_<c>`` (of the target item), ``ctx_<c>`` and the
+            derived ``prior_rate``, ``prior_rows``.
         item_vocab_size: rows of the item ID table shared by ``item`` and ``hist_item``.
         max_history: L, the longest behaviour sequence.
         labels: the label heads, primary first.
         retention_labels: retention heads (``return_7d``, ``return_14d``) when derived.
         num_items: rows of the item table (content cache rows), cold items included.
+        dense: names of the dense (float) features, in ``Batch.dense`` column order.
     """
 
     pooled: dict[str, int]
@@ -38,6 +40,7 @@ class FeatureLayout:
     labels: tuple[str, ...]
     retention_labels: tuple[str, ...] = ()
     num_items: int = 0
+    dense: tuple[str, ...] = ()
 
     @property
     def sequence_features(self) -> tuple[str, str]:
@@ -48,7 +51,10 @@ class FeatureLayout:
 
     @classmethod
     def from_dict(cls, d: dict) -> FeatureLayout:
-        return cls(**{**d, "labels": tuple(d["labels"]), "retention_labels": tuple(d["retention_labels"])})
+        # ``dense`` is absent from layouts saved before dense features existed.
+        return cls(**{**d, "labels": tuple(d["labels"]),
+                      "retention_labels": tuple(d["retention_labels"]),
+                      "dense": tuple(d.get("dense", ()))})
 
 
 @dataclass
@@ -67,6 +73,7 @@ class Batch:
         label_masks: name → B bool; False where the label is unknown (censored retention).
         user_key: B long, a dense id per distinct user (cold users too), for GAUC grouping.
         row_id: B long, the interaction's ``row_id`` (keys predictions back to rows).
+        dense: B x K float32, the ``FeatureLayout.dense`` features; None when K = 0.
     """
 
     pooled: KeyedJaggedTensor
@@ -78,6 +85,7 @@ class Batch:
     label_masks: dict[str, torch.Tensor] = field(default_factory=dict)
     user_key: torch.Tensor | None = None
     row_id: torch.Tensor | None = None
+    dense: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -97,6 +105,7 @@ class Batch:
             label_masks={k: move(v) for k, v in self.label_masks.items()},
             user_key=move(self.user_key),
             row_id=move(self.row_id),
+            dense=move(self.dense),
         )
 
     def pin_memory(self) -> Batch:
@@ -110,4 +119,5 @@ class Batch:
             label_masks={k: v.pin_memory() for k, v in self.label_masks.items()},
             user_key=None if self.user_key is None else self.user_key.pin_memory(),
             row_id=None if self.row_id is None else self.row_id.pin_memory(),
+            dense=None if self.dense is None else self.dense.pin_memory(),
         )

@@ -49,6 +49,9 @@ class BatchLoader:
         self._pooled = np.stack(
             [frame[index_column(f)].to_numpy() for f in self._pooled_keys], axis=1
         ).astype(np.int64) if self._pooled_keys else np.zeros((self.num_rows, 0), np.int64)
+        # N x K float32, the dense features in layout order (None when K = 0).
+        self._dense = (np.ascontiguousarray(frame.select(self.layout.dense).to_numpy(), np.float32)
+                       if self.layout.dense else None)
         self._item_index = frame[index_column(ITEM_FEATURE)].to_numpy().astype(np.int64)
         self._item_rows = frame["item_row"].to_numpy().astype(np.int64)
         history = frame[HISTORY_COLUMN]
@@ -131,4 +134,5 @@ class BatchLoader:
             label_masks=masks,
             user_key=torch.from_numpy(self._user_key[idx]),
             row_id=torch.from_numpy(self._row_id[idx]),
+            dense=None if self._dense is None else torch.from_numpy(self._dense[idx]),
         )

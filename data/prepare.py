@@ -14,7 +14,7 @@ import polars as pl
 from data.batch import ITEM_FEATURE, RETENTION_LABELS, USER_FEATURE, FeatureLayout
 from data.coldstart import add_cold_flags
 from data.dataset import Dataset
-from data.prior_rate import PRIOR_FEATURES, add_prior_rate
+from data.prior_rate import LOGIT_FEATURE, PRIOR_FEATURES, add_prior_rate
 from data.retention import SECONDS_PER_DAY, add_retention_labels
 from data.sequences import add_history
 from data.split import leave_last_out, time_split
@@ -42,9 +42,9 @@ class PrepareConfig:
             no train/valid/test split, but they are the future that labels the retention of the
             rows before them (and they feed histories). With 0, the test split is the log's
             end and every test row is censored for retention; 14 lets test rows mature.
-        prior_rate: derive the ``prior_rate`` and ``prior_rows`` pooled features (the user's
-            smoothed rate of the primary label, and row count, before each row;
-            ``data.prior_rate``).
+        prior_rate: derive the ``prior_rate`` and ``prior_rows`` pooled features and the
+            ``prior_logit`` dense feature (the user's smoothed rate of the primary label, and
+            row count, before each row; ``data.prior_rate``).
     """
 
     max_history: int = 50
@@ -74,8 +74,8 @@ class Prepared:
 
     ``frame`` holds the canonical interaction columns plus: the joined ``item_<c>`` and
     ``user_<c>`` categoricals, ``split``, ``hist_rows``, ``cold_item``, ``cold_user``, the
-    retention columns and ``prior_rate`` / ``prior_rows`` (when configured), ``idx_<feature>``
-    per vocabulary and ``user_key``.
+    retention columns and ``prior_logit`` / ``prior_rate`` / ``prior_rows`` (when configured),
+    ``idx_<feature>`` per vocabulary and ``user_key``.
     """
 
     dataset: Dataset
@@ -172,5 +172,6 @@ def prepare(dataset: Dataset, config: PrepareConfig | None = None,
         labels=tuple(dataset.labels),
         retention_labels=RETENTION_LABELS if config.retention else (),
         num_items=dataset.items.height,
+        dense=(LOGIT_FEATURE,) if config.prior_rate else (),
     )
     return Prepared(dataset=dataset, frame=frame, vocabs=vocabs, layout=layout, config=config)

@@ -70,7 +70,12 @@ class RankingModel(nn.Module):
                                if attention_dim != dim else nn.Identity())
         self.content_proj = (nn.Linear(content_dim, dim, device=device)
                              if content_dim > 0 else None)
-        num_features = len(layout.pooled) + 2 + (1 if content_dim > 0 else 0)
+        # The dense (float) features become one more D-wide feature, as DLRM's bottom arch
+        # does; one Linear, since there are few of them (the prior-rate logit).
+        self.dense_proj = (nn.Linear(len(layout.dense), dim, device=device)
+                           if layout.dense else None)
+        num_features = (len(layout.pooled) + 2 + (1 if content_dim > 0 else 0)
+                        + (1 if layout.dense else 0))
         if config.interaction == "dcn":
             self.interaction: nn.Module = DCNInteraction(
                 num_features, dim, config.dcn_layers, config.dcn_low_rank, device)
@@ -108,26 +113,30 @@ class RankingModel(nn.Module):
             ``RankingOutput`` with B logits per head and the B x D target ID embedding.
         """
         self._check_content(target_content, hist_content)
+        self._check_dense(batch.dense)
         pooled, target_id_emb, history, mask = self.sparse_arch(batch.pooled, batch.sequence)
         target = self._hide_target_ids(target_id_emb)
         # Found here, in eager mode: how many positions are valid depends on the data, and a
         # compiled dense tower would have to break its graph at this op.
         positions = mask.nonzero(as_tuple=True)
         dense = self.dense_tower if self._compiled_dense is None else self._compiled_dense
-        logits = dense(pooled, target, history, mask, positions, target_content, hist_content)
+        logits = dense(pooled, target, history, mask, positions, target_content, hist_content,
+                       batch.dense)
         # CIC aligns content with the item's own ID embedding, hidden or not.
         return RankingOutput(logits=logits, target_item_emb=target_id_emb)
 
     def dense_tower(self, pooled: torch.Tensor, target: torch.Tensor, history: torch.Tensor,
                     mask: torch.Tensor, positions: Positions,
                     target_content: torch.Tensor | None,
-                    hist_content: torch.Tensor | None) -> dict[str, torch.Tensor]:
+                    hist_content: torch.Tensor | None,
+                    dense_features: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Everything after the embedding lookups: attention, interaction, tower, heads.
 
         Args:
             pooled: B x F x D pooled ID embeddings; target: B x D; history: B x L x D;
             mask: B x L bool; positions: ``mask.nonzero(as_tuple=True)``;
-            target_content, hist_content: as in ``forward``.
+            target_content, hist_content: as in ``forward``;
+            dense_features: B x K, ``batch.dense`` (None when the layout has no dense feature).
 
         Returns:
             head name → B logits.
@@ -140,6 +149,8 @@ class RankingModel(nn.Module):
         features = [pooled, target.unsqueeze(1), attended.unsqueeze(1)]
         if self.content_proj is not None:
             features.append(self.content_proj(target_content).unsqueeze(1))
+        if self.dense_proj is not None:
+            features.append(self.dense_proj(dense_features).unsqueeze(1))
         stack = torch.cat(features, dim=1)
         return self.heads(self.over_arch(self.interaction(stack)))
 
@@ -182,6 +193,17 @@ class RankingModel(nn.Module):
             return target
         hide = torch.rand(target.shape[0], device=target.device) < p
         return self.sparse_arch.unknown_item.replace(target, hide)
+
+    def _check_dense(self, dense: torch.Tensor | None) -> None:
+        k = len(self.layout.dense)
+        if k == 0:
+            if dense is not None:
+                raise ValueError("dense features given to a model whose layout has none")
+            return
+        if dense is None or dense.dim() != 2 or dense.shape[1] != k:
+            shape = None if dense is None else tuple(dense.shape)
+            raise ValueError(f"batch.dense must be B x {k} ({', '.join(self.layout.dense)}), "
+                             f"got {shape}")
 
     def _check_content(self, target_content: torch.Tensor | None,
                        hist_content: torch.Tensor | None) -> None:

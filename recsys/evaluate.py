@@ -55,10 +55,11 @@ def evaluate(run: str | Path, data_dir: str | Path, split: str = "test", out: st
     dataset = load_dataset(data_dir, allow_missing_media=cfg.data.allow_missing_media)
     prep["fractions"] = tuple(prep.get("fractions", (0.8, 0.1, 0.1)))
     prepared = prepare(dataset, PrepareConfig(**prep), vocabs=vocabs)
-    if prepared.layout.pooled != layout.pooled or prepared.layout.labels != layout.labels:
+    have, want = prepared.layout, layout
+    if (have.pooled, have.dense, have.labels) != (want.pooled, want.dense, want.labels):
         raise UsageError(f"{data_dir} does not have the features the run was trained on: "
-                         f"run {dict(layout.pooled)} / {layout.labels}, data "
-                         f"{dict(prepared.layout.pooled)} / {prepared.layout.labels}")
+                         f"run {dict(want.pooled)} / {want.dense} / {want.labels}, data "
+                         f"{dict(have.pooled)} / {have.dense} / {have.labels}")
     tokens = load_item_tokens(cfg, dataset, env, progress=progress) if cfg.content.enabled else None
     model = shard_model(EM3Model(prepared.layout, cfg, tokens, device="meta"), cfg.ranking_config(),
                         env, print_plan=False)

@@ -1,10 +1,13 @@
-"""Derived data: splits, behaviour sequences, retention labels, cold-start flags (DESIGN §4).
+"""Derived data: splits, behaviour sequences, prior rate, retention labels, cold-start flags
+(DESIGN §4).
 
 Every derived column is checked against a plain Python reference on small random logs (with
 many timestamp ties), plus hand-built frames with exact expected values.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import polars as pl
@@ -13,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from data.coldstart import add_cold_flags
+from data.prior_rate import add_prior_rate
 from data.retention import add_retention_labels
 from data.sequences import add_history
 from data.split import leave_last_out, split_cuts, time_split
@@ -53,6 +57,23 @@ def reference_history(df: pl.DataFrame, max_len: int) -> list[list[int]]:
     return out
 
 
+def reference_prior_rate(df: pl.DataFrame) -> list[tuple[float, int, int]]:
+    """The definition, row by row: (logit, rate bucket, rows bucket) over the same user's rows
+    with a strictly earlier timestamp."""
+    rows = df.to_dicts()
+    out = []
+    for r in rows:
+        earlier = [p for p in rows if p["user_id"] == r["user_id"] and p["ts"] < r["ts"]]
+        n, pos = len(earlier), sum(p["like"] for p in earlier)
+        logit = math.log((pos + 1) / (n - pos + 1))
+        if n == 0:
+            out.append((0.0, 16, 0))
+            continue
+        bucket = min(max(math.floor(logit / 0.5) + 8, 0), 15)
+        out.append((min(max(logit, -4.0), 4.0), bucket, min(1 + int(math.log2(n)), 16)))
+    return out
+
+
 def reference_retention(df: pl.DataFrame, horizon: int) -> list[tuple[int | None, int | None]]:
     days = {}
     for r in df.to_dicts():
@@ -87,6 +108,18 @@ def test_history_never_leaks_and_matches_reference(log, max_len):
         for h in hist:
             assert ts[h] < ts[r] and user[h] == user[r] and like[h] == 1
     assert out["hist_rows"].to_list() == reference_history(df, max_len)
+
+
+@settings(max_examples=150, deadline=None)
+@given(log=logs)
+def test_prior_rate_matches_reference(log):
+    df = canonical(*log)
+    out = add_prior_rate(df, "like")
+    assert out.drop("prior_logit", "prior_rate", "prior_rows").equals(df)  # order, columns kept
+    want = reference_prior_rate(df)
+    assert out["prior_logit"].dtype == pl.Float32
+    assert out["prior_logit"].to_numpy() == pytest.approx([w[0] for w in want], abs=1e-6)
+    assert list(zip(out["prior_rate"], out["prior_rows"], strict=True)) == [w[1:] for w in want]
 
 
 def test_history_matches_reference_with_repeated_items():

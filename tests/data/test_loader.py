@@ -130,6 +130,9 @@ def test_batches_match_frame(prepared):
         assert batch.hist_item_rows.tolist() == padded
         assert batch.target_item_rows.tolist() == rows["item_row"].to_list()
         assert batch.row_id.tolist() == rows["row_id"].to_list()
+        assert prepared.layout.dense == ("prior_logit",)
+        assert batch.dense.dtype == torch.float32 and batch.dense.shape == (B, 1)
+        assert batch.dense[:, 0].tolist() == rows["prior_logit"].to_list()
         assert batch.user_key.tolist() == rows["user_key"].to_list()
         assert batch.labels["like"].dtype == torch.float32
         assert batch.labels["like"].tolist() == rows["like"].cast(pl.Float32).to_list()

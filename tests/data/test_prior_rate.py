@@ -2,6 +2,7 @@ import math
 
 import numpy as np
 import polars as pl
+import pytest
 
 from data.prior_rate import LOGIT_BUCKETS, NO_PRIOR, add_prior_rate
 
@@ -36,6 +37,9 @@ def test_counts_only_strictly_earlier_rows_of_the_same_user():
     # 3 of 4 → rate 4/6 → logit 0.693 → bucket 8 + 1; user b's second row: 0 of 1 → 1/3.
     assert out["prior_rate"][6] == 9 and out["prior_rows"][6] == 3
     assert out["prior_rate"][5] == 8 - 2
+    # The dense logit: 0 without earlier rows (rate 1/2), ln 3 for 2 of 2, ln 2 for 3 of 4.
+    assert out["prior_logit"].to_list() == pytest.approx(
+        [0.0, 0.0, math.log(3), math.log(3), math.log(2), -math.log(2), math.log(2)], abs=1e-6)
 
 
 def test_later_and_same_time_labels_never_leak():
@@ -50,7 +54,7 @@ def test_later_and_same_time_labels_never_leak():
                              .otherwise(pl.col("like")).alias("like"))
     after = add_prior_rate(flipped, "like")
     early = (f["ts"] <= 30).to_numpy()
-    for col in ("prior_rate", "prior_rows"):
+    for col in ("prior_logit", "prior_rate", "prior_rows"):
         assert base[col].to_numpy()[early].tolist() == after[col].to_numpy()[early].tolist()
     assert (base["prior_rate"] != after["prior_rate"]).any()  # later rows do see the flip
 
@@ -62,5 +66,6 @@ def test_extreme_rates_and_long_histories_are_clipped():
     assert out["prior_rate"][0] == NO_PRIOR
     assert out["prior_rate"][n - 1] == LOGIT_BUCKETS - 1
     assert out["prior_rows"][n - 1] == 16 and out["prior_rows"].max() == 16
+    assert out["prior_logit"][n - 1] == 4.0 and out["prior_logit"][60] == 4.0  # ln 61 > 4
     zeros = add_prior_rate(f.with_columns(pl.lit(0, pl.Int8).alias("like")), "like")
-    assert zeros["prior_rate"][n - 1] == 0
+    assert zeros["prior_rate"][n - 1] == 0 and zeros["prior_logit"][n - 1] == -4.0

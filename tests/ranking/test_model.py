@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
@@ -148,6 +150,31 @@ def test_content_arguments_are_checked():
                                                        use_history_content=False))
     with pytest.raises(ValueError, match="use_history_content"):
         no_hist(batch, target_content=torch.randn(8, DC), hist_content=torch.randn(8, L, DC))
+
+
+def test_dense_features_enter_as_one_more_feature_and_are_checked():
+    world = toy_world()
+    layout = dataclasses.replace(world.layout, dense=("prior_logit",))
+    batch = world.batches(16, 16, seed=0)[0]
+    config = RankingConfig(embedding_dim=4, over_arch=(8,))
+    torch.manual_seed(0)
+    plain = RankingModel(world.layout, config)
+    torch.manual_seed(0)
+    model = RankingModel(layout, config)
+    # One D-wide feature more in the interaction: F' = F + 2 (target, attended) + 1 (dense).
+    assert model.interaction.output_dim == plain.interaction.output_dim + 4
+    with pytest.raises(ValueError, match="B x 1"):
+        model(batch)
+    with pytest.raises(ValueError, match="has none"):
+        plain(dataclasses.replace(batch, dense=torch.zeros(16, 1)))
+    low = model(dataclasses.replace(batch, dense=torch.full((16, 1), -4.0))).logits["click"]
+    high = model(dataclasses.replace(batch, dense=torch.full((16, 1), 4.0))).logits["click"]
+    assert not torch.allclose(low, high)
+    # The dense value reaches the logit through dense_proj only, and trains it.
+    same = model(dataclasses.replace(batch, dense=torch.full((16, 1), 4.0))).logits["click"]
+    torch.testing.assert_close(high, same)
+    high.sum().backward()
+    assert model.dense_proj.weight.grad is not None and model.dense_proj.weight.grad.abs().sum() > 0
 
 
 def test_history_content_changes_scores_only_through_valid_positions():
