@@ -28,6 +28,37 @@ def _peak_rss_mb(who: int) -> float:
     return resource.getrusage(who).ru_maxrss / 1024
 
 
+def _integer_index_collator(module):
+    """FuxiCTR's LongCTR ``BatchCollator``, with the index columns cast back to integers.
+
+    Why: its ``ParquetDataset`` stacks every column into one numpy array, so with a numeric
+    (float) feature such as ``prior_logit`` the integer columns arrive as float64 too, and the
+    collator's numpy indexing by ``user_index`` / ``item_index`` fails. The values are exact in
+    float64 (far below 2**53); everything else is FuxiCTR's own ``__call__``.
+    """
+    import numpy as np
+    import torch
+
+    class BatchCollator(module.BatchCollator):
+        def __call__(self, batch):
+            batch_tensor = module.default_collate(batch)
+            all_cols = set(list(self.feature_map.features.keys()) + self.feature_map.labels)
+            batch_dict = {col: batch_tensor[:, idx] for col, idx in self.column_index.items()
+                          if col in all_cols}
+            user_seqs = self.user_info[batch_dict["user_index"].long().numpy()]
+            seq_lens = batch_dict["seq_len"].int().numpy()
+            batch_seqs = self.padding_seqs(user_seqs, seq_lens)
+            mask = (torch.from_numpy(batch_seqs) > 0).float()
+            item_index = batch_dict["item_index"].long().numpy().reshape(-1, 1)
+            batch_items = np.hstack([batch_seqs, item_index]).flatten()
+            item_info = self.item_info.iloc[batch_items]
+            item_dict = {col: torch.from_numpy(np.array(item_info[col].to_list()))
+                         for col in item_info.columns if col in all_cols}
+            return batch_dict, item_dict, mask
+
+    return BatchCollator
+
+
 def main(job_path: str) -> None:
     with open(job_path) as fh:
         job = json.load(fh)
@@ -41,6 +72,7 @@ def main(job_path: str) -> None:
     from fuxictr.preprocess import FeatureProcessor, build_dataset
     from fuxictr.pytorch.dataloaders import RankDataLoader
     from fuxictr.pytorch.torch_utils import seed_everything
+    from model_zoo.LongCTR import longctr_dataloader
     from model_zoo.LongCTR.DIN import DIN
     from model_zoo.LongCTR.longctr_dataloader import LongCTRDataLoader
 
@@ -69,6 +101,7 @@ def main(job_path: str) -> None:
     os.makedirs(model.model_dir, exist_ok=True)  # run_expid gets it from set_logger
 
     params["data_loader"] = LongCTRDataLoader
+    longctr_dataloader.BatchCollator = _integer_index_collator(longctr_dataloader)
     train_gen, valid_gen = RankDataLoader(feature_map, stage="train", **params)
 
     # Time every epoch and every validation inside FuxiCTR's own fit(): train rate of an epoch

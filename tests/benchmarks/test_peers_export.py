@@ -1,0 +1,34 @@
+"""The FuxiCTR export of benchmarks/peers.py: the same rows and features as our prepared split."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from benchmarks.peers_export import PRESET, export_for_fuxictr
+from data.dataset import load_dataset
+from data.prepare import index_column, prepare
+from recsys.config import load_train_config
+from tests.recsys.train_fixtures import make_world
+
+
+def test_export_has_our_pooled_indices_and_dense_features(tmp_path):
+    world = make_world(tmp_path)
+    meta = export_for_fuxictr(world, tmp_path / "export")  # checks the histories row by row
+    ours = prepare(load_dataset(world), load_train_config(PRESET).prepare_config())
+    layout, frame = ours.layout, ours.frame
+    specs = {c["name"]: c for c in meta["feature_cols"]}
+    assert layout.dense == ("prior_logit",)
+    assert specs["prior_logit"]["type"] == "numeric"
+    for f, size in layout.pooled.items():
+        assert specs[f]["type"] == "categorical" and specs[f]["vocab_size"] == size + 1
+    for split in ("train", "valid", "test"):
+        rows = frame.filter(pl.col("split") == split)
+        exported = pl.read_parquet(tmp_path / "export" / f"{split}.parquet")
+        assert exported.height == rows.height == meta["rows"][split]
+        for f in layout.pooled:  # FuxiCTR keeps row 0 for padding: our index + 1
+            assert np.array_equal(exported[f].to_numpy(), rows[index_column(f)].to_numpy() + 1)
+        assert exported["prior_logit"].dtype == pl.Float32
+        assert np.array_equal(exported["prior_logit"].to_numpy(), rows["prior_logit"].to_numpy())
+        assert np.array_equal(exported["click"].to_numpy(), rows["click"].to_numpy())
+    assert np.array_equal(meta["test"]["y"], frame.filter(pl.col("split") == "test")["click"])
