@@ -28,9 +28,9 @@ class DataSection:
     split: Literal["time", "leave_last_out"] = "time"
     # The log's last days only label retention (see data.prepare.PrepareConfig.tail_days).
     tail_days: int = field(default=14, metadata=_min(0))
-    # The user's smoothed rate of the primary label and row count before each row, as two
-    # pooled ID features (data/prior_rate.py). MovieLens, 3 seeds: id_only test AUC 0.648 →
-    # see README "Quality" for the figures with and without.
+    # The user's smoothed rate of the primary label before each row (a dense logit and two
+    # pooled buckets, data/prior_rate.py). id_only test AUC, 3 seeds, without → with:
+    # MovieLens 0.648 → 0.810, synthetic world 0.674 → 0.678.
     prior_rate: bool = True
     allow_missing_media: bool = False
 
