@@ -8,7 +8,8 @@ of AUC, GAUC, cold-item AUC and cold-item GAUC (per-user AUC over the cold-item 
 user's new items ordered right?) of the primary label and writes
 ``benchmarks/results/quality.json``. Where ``em3`` and ``em3_frozen_seq`` both finished 3
 seeds it adds the row a user choosing the history mode on validation would get: per seed, the
-one of the two with the higher validation AUC, scored on test. MovieLens is
+one of the two with the higher validation AUC, scored on test; and a reference row without
+any model, the test rows scored with their user's prior rate alone. MovieLens is
 read from the project's shared data folder (``../shared/data/movielens-small``) and skipped
 cleanly when absent; it is prepared once into ``benchmarks/.data`` (git-ignored).
 """
@@ -38,6 +39,9 @@ METRICS = ("auc", "gauc", "auc_cold_item", "gauc_cold_item")
 # SELECTABLE with the higher best validation AUC (its early-stopping score), scored on test.
 SELECTABLE = ("em3", "em3_frozen_seq")
 SELECTED = "em3 or em3_frozen_seq, picked on valid AUC"
+# A reference row without any model: every test row scored with its user's prior rate, the
+# smoothed rate of the primary label over the user's earlier rows (data/prior_rate.py).
+PRIOR_ALONE = "prior rate alone (no model)"
 
 
 def dataset_dir(name: str) -> Path | None:
@@ -97,6 +101,33 @@ def scored(run_dir: Path) -> dict:
     recorded = json.loads((run_dir / "metrics.json").read_text())
     preds = pl.read_parquet(run_dir / "predictions" / "test.parquet")
     return compute_metrics(preds, list(recorded["labels"]), "test", recorded["throughput"])
+
+
+def prior_rate_alone(name: str, data: Path, run_dir: Path, overrides: list[str]) -> dict | None:
+    """The ``PRIOR_ALONE`` row: the test rows of ``run_dir`` (any finished run of ``data``)
+    scored with their prior rate instead of the model, through the same metric code. None
+    when the overrides turn the feature off."""
+    import polars as pl
+
+    from data.dataset import load_dataset
+    from data.prepare import prepare
+    from recsys.config import load_train_config
+    from recsys.metrics import compute_metrics
+
+    cfg = load_train_config("id_only", overrides)
+    if not cfg.data.prior_rate:
+        return None
+    prepared = prepare(load_dataset(data, allow_missing_media=True), cfg.prepare_config())
+    label = prepared.layout.labels[0]
+    rate = prepared.frame.select("row_id", (1 / (1 + (-pl.col("prior_logit")).exp())).alias("_r"))
+    preds = (pl.read_parquet(run_dir / "predictions" / "test.parquet")
+             .join(rate, on="row_id", how="left", maintain_order="left")
+             .with_columns(pl.col("_r").alias(f"pred_{label}")).drop("_r"))
+    m = compute_metrics(preds, [label], "test")["labels"][label]
+    row = {"dataset": name, "preset": PRIOR_ALONE, "label": label, "seeds": 1}
+    for k in METRICS:
+        row[k], row[f"{k}_std"] = m[k], None
+    return row
 
 
 def best_valid_auc(run_dir: Path) -> float:
@@ -181,6 +212,11 @@ def main() -> int:
                 mean, std = summarise([r[k] for r in runs])
                 row[k], row[f"{k}_std"] = mean, std
             rows.append(row)
+        alone = prior_rate_alone(name, data, run_dir, args.overrides)
+        if alone is not None:
+            rows.append(alone)
+            raw[f"{name}/{PRIOR_ALONE}"] = [{"seed": None, "label": alone["label"],
+                                             **{k: alone[k] for k in METRICS}}]
 
     # Keep the recorded results of dataset/preset pairs this invocation did not run, so datasets
     # and presets can be run as separate invocations (with their own seeds) into one file.
@@ -198,7 +234,7 @@ def main() -> int:
         if picked is not None:
             rows.append(picked[0])
             raw[f"{name}/{SELECTED}"] = picked[1]
-    order = {p: i for i, p in enumerate((*PRESETS, SELECTED))}
+    order = {p: i for i, p in enumerate((*PRESETS, SELECTED, PRIOR_ALONE))}
     rows.sort(key=lambda r: (r["dataset"] != "synth", order.get(r["preset"], 99)))
     print_table(rows, ["dataset", "preset", "label", "seeds", "auc", "auc_std", "gauc", "gauc_std",
                        "auc_cold_item", "auc_cold_item_std", "gauc_cold_item", "gauc_cold_item_std"])

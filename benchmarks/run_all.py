@@ -110,8 +110,9 @@ def plot_quality(result: dict, out: Path) -> Path:
     for ax, ds in zip(axes[0], datasets, strict=True):
         sub = [r for r in rows if r["dataset"] == ds]
         x = range(len(sub))
-        ax.bar([i - 0.2 for i in x], [r["auc"] for r in sub], 0.4, yerr=[r["auc_std"] for r in sub],
-               label="AUC")
+        # A one-score row (the prior rate alone) has no std: no error bar.
+        ax.bar([i - 0.2 for i in x], [r["auc"] for r in sub], 0.4,
+               yerr=[r["auc_std"] or 0 for r in sub], label="AUC")
         ax.bar([i + 0.2 for i in x], [r["auc_cold_item"] or 0 for r in sub], 0.4,
                yerr=[r["auc_cold_item_std"] or 0 for r in sub], label="cold-item AUC")
         ax.set_xticks(list(x), [r["preset"] for r in sub], rotation=30, ha="right", fontsize=7)

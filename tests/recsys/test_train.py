@@ -80,7 +80,7 @@ def test_cic_gives_the_qformer_gradients_and_falls(world):
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     fixed = batches[0]
     losses = []
-    for _ in range(40):
+    for _ in range(80):
         out = model(fixed)
         loss = model.cic(out.target_content, out.target_item_emb, fixed.target_item_rows)
         opt.zero_grad()
