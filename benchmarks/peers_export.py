@@ -26,9 +26,10 @@ def export_for_fuxictr(data_dir: Path, out: Path) -> dict[str, Any]:
 
     Files in ``out``: ``{train,valid,test}.parquet`` (one row per interaction: ``user_index``,
     ``item_index``, ``seq_len``, the pooled categoricals as ``our index + 1``, the dense
-    features as they are, the primary label), ``user_info.parquet`` (``full_item_seq`` per ``user_index``: the user's positives in
-    time order as item indices) and ``item_info.parquet`` (row ``k`` = item ``k``: ``item_id`` =
-    our item vocabulary index + 1; row 0 is padding). Indices are shifted by one because
+    features as they are, the primary label), ``user_info.parquet`` (``full_item_seq`` per
+    ``user_index``: the user's positives in time order as item indices) and
+    ``item_info.parquet`` (row ``k`` = item ``k``: ``item_id`` = our item vocabulary index + 1;
+    row 0 is padding). Indices are shifted by one because
     FuxiCTR keeps row 0 of every table as a zero padding row, while our row 0 is the
     (trainable) out-of-vocabulary row.
 
@@ -96,7 +97,8 @@ def export_for_fuxictr(data_dir: Path, out: Path) -> dict[str, Any]:
     # The only "item"-source feature: DIN embeds it for the target and every history item.
     item = {"name": "item_id", "active": True, "dtype": "int", "type": "categorical",
             "source": "item", "vocab_size": layout.item_vocab_size + 1, "remap": False}
-    return {"feature_cols": meta + cats + dense + [item], "label_col": {"name": label, "dtype": "int"},
+    return {"feature_cols": meta + cats + dense + [item],
+            "label_col": {"name": label, "dtype": "int"},
             "label": label, "max_len": max_len, "test": tests,
             "rows": {s: int((frame["split"] == s).sum()) for s in ("train", "valid", "test")},
             "features": pooled + list(layout.dense)
