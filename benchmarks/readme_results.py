@@ -8,8 +8,8 @@ The README's sections "Quality", "Side by side with FuxiCTR" and "Training step"
 ``benchmarks/results/{quality,peers,train_step}.json``, their readings from the same files plus,
 for the MovieLens reading, the finished runs' test predictions under ``benchmarks/.data/runs``
 (the between-user analysis). Every figure those sections quote has one source; the prose around the
-figures (what was tried, how we read it) lives in the templates below and is edited here,
-never in the README.
+figures (what was tried, how we read it) lives in the templates of ``readme_readings.py`` and
+is edited there, never in the README.
 
 After new quality runs, refresh ``peers.json`` first (``python benchmarks/peers.py
 --collect-only``: its EM3 rows are read from ``quality.json``), then run this script, then
@@ -31,11 +31,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.quality import PRESETS, PRIOR_ALONE  # noqa: E402
-from benchmarks.quality import SELECTED as SEL  # noqa: E402
+from benchmarks.readme_readings import RUNS, readings  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
-RUNS = REPO / "benchmarks" / ".data" / "runs"
 README = REPO / "README.md"
 PEERS_DOC = REPO / "docs" / "peers.md"
 
@@ -99,230 +97,9 @@ def train_step_table(t: dict) -> list[str]:
     return out
 
 
-# Recorded in benchmarks/results/quality.json at commit 8e390fe, before the prior-rate features
-# (3 seeds, AUC / cold-item AUC / GAUC): what the MovieLens reading compares against.
-BEFORE_PRIOR_RATE = {"commit": "8e390fe",
-                     ("movielens", "id_only"): (0.6480, 0.5288, 0.6351),
-                     ("movielens", "em3"): (0.6361, 0.4937, 0.6350),
-                     ("movielens", "em3_frozen_seq"): (0.6693, 0.6330, 0.6466),
-                     ("synth", "id_only"): (0.6739, 0.6061, 0.6579),
-                     ("synth", "em3"): (0.7326, 0.6805, 0.7298),
-                     "user_mean_auc": (0.598, 0.704)}
-
-
-def _vs(diff: float, level: float = 0.003) -> str:
-    """'level with', 'ahead of' or 'behind', for a difference of means."""
-    return "level with" if abs(diff) < level else ("ahead of" if diff > 0 else "behind")
-
-
-def readings(q: dict, p: dict, step: dict, runs_dir: Path = RUNS) -> tuple[str, str]:
-    """The prose under the quality and side-by-side tables, its figures computed from the
-    quality, peers and train-step results and the runs: (quality reading, peers reading)."""
-    row = {(r["dataset"], r["preset"]): r for r in q["rows"]}
-    runs = q["runs"]
-    before = BEFORE_PRIOR_RATE
-
-    def seedvals(ds, preset, key="auc_cold_item"):
-        rs = sorted(runs[f"{ds}/{preset}"], key=lambda r: r["seed"])
-        return " / ".join(f"{r[key]:.4f}" for r in rs)
-    si, se = row[("synth", "id_only")], row[("synth", "em3")]
-    mi, me = row[("movielens", "id_only")], row[("movielens", "em3")]
-    mf, ma = row[("movielens", "em3_frozen_seq")], row[("movielens", PRIOR_ALONE)]
-    mc, mn = row[("movielens", "em3_no_cic")], row[("movielens", "em3_no_interest")]
-    ncic, full = row[("synth", "em3_no_cic")], row[("synth", "em3_full_seq")]
-    nint, frozen = row[("synth", "em3_no_interest")], row[("synth", "em3_frozen_seq")]
-    ncs, sa = row[("synth", "em3_no_content_seq")], row[("synth", PRIOR_ALONE)]
-    ml_models = [r for (ds, preset), r in row.items() if ds == "movielens" and preset in PRESETS]
-
-    def picks(ds):
-        rs = sorted(runs[f"{ds}/{SEL}"], key=lambda r: r["seed"])
-        return " / ".join(f"`{r['picked']}` ({r['valid_auc']['em3']:.4f} vs {r['valid_auc']['em3_frozen_seq']:.4f})" for r in rs)
-
-    def npicked(ds, preset):
-        return sum(r["picked"] == preset for r in runs[f"{ds}/{SEL}"])
-    tg = {t["name"]: t["value"] for t in p["targets"]}
-    met = {t["name"]: t["met"] for t in p["targets"]}
-    speed_verdict = {(True, True): "the 1.5× target is met on both",
-                      (True, False): "the 1.5× target is met on the synthetic world, not on MovieLens",
-                      (False, True): "the 1.5× target is met on MovieLens, not on the synthetic world",
-                      (False, False): "the 1.5× target is met on neither"}[(
-        met["train_samples_per_s_ratio_id_only_over_fuxictr_din_synth"],
-        met["train_samples_per_s_ratio_id_only_over_fuxictr_din_movielens"])]
-    sm = {(r["dataset"], r["model"]): r for r in p["summary"]}
-    fx = sm[("synth", "FuxiCTR 2.3.10 DIN")]
-    ou = sm[("synth", "ours: id_only (DIN + DCNv2, TorchRec)")]
-    fxm = sm[("movielens", "FuxiCTR 2.3.10 DIN")]
-    oum = sm[("movielens", "ours: id_only (DIN + DCNv2, TorchRec)")]
-    NOR = "ours: id_only, retention_heads=false (ablation)"
-
-    def every(ds, a, b, key="auc"):
-        ra = sorted(runs[f"{ds}/{a}"], key=lambda r: r["seed"])
-        rb = sorted(runs[f"{ds}/{b}"], key=lambda r: r["seed"])
-        n = sum(x[key] > y[key] for x, y in zip(ra, rb, strict=True))
-        return "on every seed" if n == len(ra) else f"on {n} of {len(ra)} seeds"
-    ts = {(r["dataset"], r["variant"]): r for r in step["rows"]}
-    ps, pm = row[("synth", SEL)], row[("movielens", SEL)]
-    ok = all(a["auc"] > b["auc"] and a["auc_cold_item"] > b["auc_cold_item"] for a, b in ((ps, si), (pm, mi)))
-    beats = (f"Picked that way, EM3 is ahead of `id_only` on both datasets, on AUC ({ps['auc'] - si['auc']:+.3f} / "
-              f"{pm['auc'] - mi['auc']:+.3f}) and on cold-item AUC ({ps['auc_cold_item'] - si['auc_cold_item']:+.3f} / "
-              f"{pm['auc_cold_item'] - mi['auc_cold_item']:+.3f}).") if ok else (
-        f"Picked that way, EM3 is ahead of `id_only` on the synthetic world ({ps['auc'] - si['auc']:+.3f} AUC, "
-        f"{ps['auc_cold_item'] - si['auc_cold_item']:+.3f} cold-item AUC), and on MovieLens {pm['auc'] - mi['auc']:+.3f} AUC, "
-        f"{pm['auc_cold_item'] - mi['auc_cold_item']:+.3f} cold-item AUC.")
-
-    def between_users():
-        """MovieLens test: its heaviest user, the AUC of scoring rows by their user's true like
-        rate, and the recorded runs' per-user mean predictions."""
-        import numpy as np
-        import polars as pl
-        from sklearn.metrics import roc_auc_score
-        base = runs_dir / "movielens"
-        p0 = pl.read_parquet(base / "id_only-s0/predictions/test.parquet")
-        users = p0.group_by("user_id").agg(pl.len().alias("n"), pl.col("like").mean().alias("rate"),
-                                           pl.col("cold_user").first()).sort("n", descending=True)
-        top = users.row(0, named=True)
-        oracle = roc_auc_score(p0["like"], p0.with_columns(pl.col("like").mean().over("user_id").alias("r"))["r"])
-        a, u, top_pred = [], [], []
-        for preset in ("id_only", "em3", "em3_frozen_seq", "em3_no_interest"):
-            for r in sorted(runs[f"movielens/{preset}"], key=lambda r: r["seed"]):
-                pred = pl.read_parquet(base / f"{preset}-s{r['seed']}/predictions/test.parquet")
-                a.append(roc_auc_score(pred["like"], pred["pred_like"]))
-                user_mean = pred.with_columns(pl.col("pred_like").mean().over("user_id").alias("m"))["m"]
-                u.append(roc_auc_score(pred["like"], user_mean))
-                top_pred.append(pred.filter(pl.col("user_id") == top["user_id"])["pred_like"].mean())
-        return dict(top_user=top["user_id"], top_share=top["n"] / p0.height, top_rate=top["rate"],
-                    top_cold=top["cold_user"], mean_rate=p0["like"].mean(), oracle=oracle,
-                    n_runs=len(a), corr=float(np.corrcoef(a, u)[0, 1]), u_min=min(u), u_max=max(u),
-                    top_min=min(top_pred), top_max=max(top_pred))
-    bu = between_users()
-    b_id, b_em3, b_fz = (before[("movielens", p)] for p in ("id_only", "em3", "em3_frozen_seq"))
-    reading_quality = f"""Cold-item GAUC is the per-user AUC over the cold-item rows only: it asks whether each user's
-new items are ordered right, which the cold-item AUC mixes with ranking users against each
-other. `{PRIOR_ALONE}` scores every test row with its user's prior rate (the smoothed
-rate of the primary label over the user's earlier rows; README, "The user's prior rate"), no
-model at all: the score a model has to beat.
-
-Reading: on the synthetic world EM3 beats the ID-only baseline by {se['auc'] - si['auc']:+.3f} AUC and
-{se['auc_cold_item'] - si['auc_cold_item']:+.3f} cold-item AUC over 3 seeds (every seed: cold-item {seedvals('synth', 'em3')}
-against {seedvals('synth', 'id_only')}), GAUC by {se['gauc'] - si['gauc']:+.3f} and cold-item GAUC by
-{se['gauc_cold_item'] - si['gauc_cold_item']:+.3f}: content ranks a user's new items. The prior rate alone scores
-{sa['auc']:.4f} AUC there, and the prior-rate features moved `id_only` by {si['auc'] - before[('synth', 'id_only')][0]:+.3f} AUC and `em3` by
-{se['auc'] - before[('synth', 'em3')][0]:+.3f} (against quality.json at commit {before['commit']}): on this world a user's taste, not
-their rate, decides the clicks. The ablations say where EM3's lead comes from:
-
-- the interest loss is the lever: without it (`em3_no_interest`, 3 seeds: {nint['auc']:.4f} AUC) EM3 is
-  {_vs(nint['auc'] - si['auc'])} `id_only` ({nint['auc'] - si['auc']:+.3f});
-- CIC {'adds' if se['auc'] > ncic['auc'] else 'costs'} {abs(se['auc'] - ncic['auc']):.3f} AUC and {abs(se['auc_cold_item'] - ncic['auc_cold_item']):.3f} cold-item AUC on top of it
-  (`em3_no_cic`, 3 seeds: {ncic['auc']:.4f} / {ncic['auc_cold_item']:.4f});
-- the history path must be trainable here: frozen history content gives the interest loss only
-  one trainable side (`em3_frozen_seq`, 3 seeds: {frozen['auc']:.4f} AUC). Training the whole
-  Q-Former on the history instead of LoRA adapters (`em3_full_seq`, 3 seeds: {full['auc']:.4f} AUC,
-  {full['auc_cold_item']:.4f} cold-item AUC) is {'ahead of' if full['auc'] > se['auc'] else 'behind'} `em3` by {abs(full['auc'] - se['auc']):.3f} AUC: LoRA gives up some accuracy
-  for its far smaller trainable state (`python benchmarks/sequence_modes.py`);
-- with the history attending over ID embeddings only (`em3_no_content_seq`, 3 seeds:
-  {ncs['auc']:.4f} AUC) EM3 is {_vs(ncs['auc'] - si['auc'], 0.005)} `id_only` ({ncs['auc'] - si['auc']:+.3f}): target content alone does not carry it.
-
-[docs/training.md](docs/training.md) has the diagnosis behind these defaults: linear probes of
-the content embeddings, and an oracle run with the hidden topic as content.
-
-On MovieLens (610 users, 76 of them in test) the prior rate is most of the answer:
-
-- One user weighs a quarter of the test AUC: user {bu['top_user']}{' (never seen in training)' if bu['top_cold'] else ''} holds {bu['top_share']:.0%} of the
-  test rows and likes {bu['top_rate']:.1%} of them (all test rows: {bu['mean_rate']:.1%}). Scoring every row with its
-  user's true like rate would reach {bu['oracle']:.3f} AUC. The history holds only liked items, so
-  before the prior-rate features a new user's harshness was nowhere in a row: `id_only` scored
-  {b_id[0]:.4f} AUC / {b_id[1]:.4f} cold-item AUC and `em3` {b_em3[0]:.4f} / {b_em3[1]:.4f} (quality.json at commit {before['commit']}),
-  and the models' per-user mean predictions ranked users at {before['user_mean_auc'][0]:.3f}–{before['user_mean_auc'][1]:.3f} AUC.
-- With them, the prior rate alone scores {ma['auc']:.4f} AUC and {ma['auc_cold_item']:.4f} cold-item AUC, and every
-  preset lands near it: {min(r['auc'] for r in ml_models):.4f}–{max(r['auc'] for r in ml_models):.4f} AUC (means of 3 seeds; `id_only` {mi['auc']:.4f}, `em3`
-  {me['auc']:.4f}); {sum(r['auc'] > ma['auc'] for r in ml_models)} of the {len(ml_models)} presets score above it. The per-user mean predictions of the {bu['n_runs']} `id_only` / `em3` / `em3_frozen_seq` /
-  `em3_no_interest` runs now rank users at {bu['u_min']:.3f}–{bu['u_max']:.3f} AUC, and their mean prediction for
-  user {bu['top_user']} is {bu['top_min']:.2f}–{bu['top_max']:.2f}. Within users the models add what the rate cannot: GAUC
-  {mi['gauc']:.3f} for `id_only` (before: {b_id[2]:.3f}), against {ma['gauc']:.3f} for the rate alone.
-- `em3` is {_vs(me['auc'] - mi['auc'])} `id_only` on AUC ({me['auc'] - mi['auc']:+.4f}) and {_vs(me['auc_cold_item'] - mi['auc_cold_item'])} it on cold-item AUC
-  ({me['auc_cold_item'] - mi['auc_cold_item']:+.4f}). Here its two contrastive losses {'cost' if mc['auc'] > me['auc'] and mn['auc'] > me['auc'] else 'do not both cost'}: without CIC
-  (`em3_no_cic`: {mc['auc']:.4f} / {mc['auc_cold_item']:.4f}) or without the interest loss (`em3_no_interest`:
-  {mn['auc']:.4f} / {mn['auc_cold_item']:.4f}) EM3 is {mc['auc'] - mi['auc']:+.4f} / {mn['auc'] - mi['auc']:+.4f} AUC and {mc['auc_cold_item'] - mi['auc_cold_item']:+.4f} / {mn['auc_cold_item'] - mi['auc_cold_item']:+.4f}
-  cold-item AUC from `id_only`, where on the synthetic world each is worth several points. With
-  random `tiny` towers there is little in MovieLens item content to align the ID embeddings or
-  the user's history with, and the presets keep the weights tuned on the synthetic world.
-  `em3_frozen_seq`, ahead before the features ({b_fz[0]:.4f} / {b_fz[1]:.4f}), is {_vs(mf['auc'] - mi['auc'])} `id_only` now
-  ({mf['auc'] - mi['auc']:+.4f} AUC, {mf['auc_cold_item'] - mi['auc_cold_item']:+.4f} cold-item AUC).
-- The cold-item slice is 2,001 test rows from 70 users (1,322 items): its AUC mostly ranks
-  those users against each other. Within a user no model orders the new items much better than
-  chance: cold-item GAUC {mi['gauc_cold_item']:.3f} for `id_only`, {me['gauc_cold_item']:.3f} for `em3`, {mf['gauc_cold_item']:.3f} for `em3_frozen_seq`.
-
-The row `{SEL}` is what a user gets who trains both history modes and keeps,
-per seed, the one with the higher validation AUC (valid AUC of em3 vs em3_frozen_seq in brackets):
-
-- synthetic world, seeds 0 / 1 / 2: {picks('synth')};
-- MovieLens: {picks('movielens')}.
-
-{beats}
-
-The item content itself says little on MovieLens: the `tiny` towers are random (no pretrained
-weights can be downloaded on these machines), they see the first 14 characters of the title
-and a 32×32 poster, and a linear probe of em3's trained content embeddings predicts the genre
-barely above chance (probe AUC 0.55–0.62 for Drama, Comedy, Horror, Animation; seed 0). Before
-the prior-rate features, neither genres first in the item text with 64 text tokens nor TF-IDF +
-SVD text vectors (64 dims, via `content.text=<file>.parquet`) moved `em3` outside its seed
-spread. Real pretrained encoders (`content.vision` / `content.text` take local model
-directories) are what item content needs on real data, and a test split with more users is
-what would show it."""
-    d_syn, d_ml = tg["test_auc_id_only_minus_fuxictr_din_synth"], tg["test_auc_id_only_minus_fuxictr_din_movielens"]
-    e_syn = (tg["em3_minus_best_of_id_only_and_fuxictr_din_auc_synth"],
-             tg["em3_minus_best_of_id_only_and_fuxictr_din_auc_cold_item_synth"])
-    e_ml = (tg["em3_minus_best_of_id_only_and_fuxictr_din_auc_movielens"],
-            tg["em3_minus_best_of_id_only_and_fuxictr_din_auc_cold_item_movielens"])
-    mfr = sm[("movielens", f"ours: {SEL} (benchmarks/quality.py, 3 seeds)")]
-    tg2 = {"auc": mfr["test_auc"] - max(fxm["test_auc"], oum["test_auc"]),
-            "cold": mfr["auc_cold_item"] - max(fxm["auc_cold_item"], oum["auc_cold_item"])}
-
-    def seed_rates(ds, model):
-        rs = sorted((r for r in p["rows"] if r["dataset"] == ds and r["model"].startswith(model)),
-                    key=lambda r: r["seed"])
-        return " / ".join(f"{r['train_samples_per_s'] / 1e3:.1f}k" for r in rs)
-
-    def em3_verdict(auc, cold):
-        if auc > 0 and cold > 0:
-            return f"beats both by {auc:+.3f} AUC and {cold:+.3f} cold-item AUC"
-        return (f"does not beat both: {auc:+.3f} AUC and {cold:+.3f} cold-item AUC against the better "
-                "of the two")
-    reading_peers = f"""Reading:
-
-- **Speed.** Ours is {tg['train_samples_per_s_ratio_id_only_over_fuxictr_din_synth']:.2f}× FuxiCTR's warm training samples/s on the synthetic world and
-  {tg['train_samples_per_s_ratio_id_only_over_fuxictr_din_movielens']:.2f}× on MovieLens ({speed_verdict}). Where our lead comes from: the dense
-  tower runs through `torch.compile` (`python benchmarks/train_step.py`: eager, the step takes
-  {ts[('synth', 'eager_tower')]['shipped_speedup']:.2f}× / {ts[('movielens', 'eager_tower')]['shipped_speedup']:.2f}× as long); the DIN unit scores only the valid history positions, with a
-  factored first layer (`python benchmarks/din_attention.py`); in a world of one there is no
-  DDP and no table is split. The compile is paid in the first epoch, which the
-  compared figure leaves out for both libraries and the table shows on its own: ours
-  {ou['first_epoch_samples_per_s']:,.0f} / {oum['first_epoch_samples_per_s']:,.0f} samples/s there against FuxiCTR's {fx['first_epoch_samples_per_s']:,.0f} / {fxm['first_epoch_samples_per_s']:,.0f} (synthetic /
-  MovieLens). Compiling also costs memory: peak RSS {ou['peak_rss_mb']:.0f} / {oum['peak_rss_mb']:.0f} MB against FuxiCTR's
-  {fx['peak_rss_mb']:.0f} / {fxm['peak_rss_mb']:.0f} MB. The ratio moves with this shared machine's load: the earlier runs of
-  this command on 2026-11-21, before the prior-rate features, gave 1.53×–1.96× on the synthetic
-  world and 1.28×–1.58× on MovieLens; FuxiCTR alone moved by up to 16% between runs. In the
-  recorded run ours trained at {seed_rates('movielens', 'ours: id_only (')} samples/s on the three MovieLens seeds,
-  FuxiCTR at {seed_rates('movielens', 'FuxiCTR')}. Why
-  MovieLens stays lower: FuxiCTR's DIN scores every one of the B × L history slots whatever
-  their fill, ours only the filled ones; 40% of the slots are filled on the synthetic world,
-  ~88% on MovieLens, so that saving mostly vanishes there, and our extra work (TorchRec's input
-  distribution, the DCNv2 cross layers, three heads) remains.
-- **Accuracy.** Both models get the same prior-rate features (two pooled IDs and the dense
-  logit, FuxiCTR's as a numeric feature). On the synthetic world our multi-task `id_only` is
-  {_vs(d_syn, 0.001)} FuxiCTR's single-label DIN ({d_syn:+.4f} AUC; cold items {ou['auc_cold_item']:.3f} vs {fx['auc_cold_item']:.3f}){'' if d_syn >= 0 else ': not met'}. On
-  MovieLens ours is {_vs(d_ml, 0.001)} it ({d_ml:+.4f} AUC){'' if d_ml >= 0 else ': not met'}. The retention heads are part
-  of the gap: without them (the ablation rows) ours is {sm[('synth', NOR)]['test_auc'] - fx['test_auc']:+.4f} / {sm[('movielens', NOR)]['test_auc'] - fxm['test_auc']:+.4f} AUC from FuxiCTR.
-  On MovieLens both libraries' validation AUC has fallen by the third epoch (early stopping
-  keeps the best weights), and the per-seed test AUCs spread by up to ±0.01 on a split where
-  one user holds a quarter of the rows.
-- **EM3.** The `em3` row (read from `benchmarks/results/quality.json`: same preparation, same
-  test rows, not retrained here) {em3_verdict(*e_syn)} on the
-  synthetic world. On MovieLens it {em3_verdict(*e_ml)}. The row `{SEL}` (also
-  from `quality.json`, 3 seeds: per seed, em3 or its frozen-history variant, whichever has the higher
-  validation AUC; on MovieLens that is `em3_frozen_seq` on {npicked('movielens', 'em3_frozen_seq')} of 3 seeds) is at
-  {tg2['auc']:+.3f} AUC and {tg2['cold']:+.3f} cold-item AUC over the better ID model there (see Quality above)."""
-    return reading_quality, reading_peers
+def _with_targets(lines: list[str], title: str, targets: list[dict], reading: str) -> str:
+    """A result section: its intro and table ``lines``, the targets under ``title``, the reading."""
+    return "\n".join([*lines, "", title, "", *target_lines(targets), "", reading, "", ""])
 
 
 def quality_section(q: dict, reading: str) -> str:
@@ -338,10 +115,9 @@ def quality_section(q: dict, reading: str) -> str:
              "Recorded with (finished runs are reused from `benchmarks/.data/runs`):",
              "", "```bash", *q["command"].split("; "), "```", "",
              "| dataset | model | seeds | AUC | GAUC | cold-item AUC | cold-item GAUC |", "|---|---|---:|---|---|---|---|"]
-    lines += quality_table(q)
-    lines += ["", "Targets recorded in `benchmarks/results/quality.json` (em3 − id_only):", ""]
-    lines += target_lines(q["targets"])
-    return "\n".join([*lines, "", reading, "", ""])
+    return _with_targets(lines + quality_table(q),
+                         "Targets recorded in `benchmarks/results/quality.json` (em3 − id_only):",
+                         q["targets"], reading)
 
 
 def peers_section(p: dict, reading: str) -> str:
@@ -353,10 +129,7 @@ def peers_section(p: dict, reading: str) -> str:
               "samples/s: the median of the epochs after the first; the first epoch, with each library's",
               "start-up in it (for ours: compiling the dense tower), is its own column:", "",
               "| model | dataset | test AUC | GAUC | cold-item AUC | train samples/s | first epoch samples/s | peak RSS (MB) |", "|---|---|---:|---:|---:|---:|---:|---:|"]
-    lines += peers_table(p)
-    lines += ["", "Targets:", ""]
-    lines += target_lines(p["targets"])
-    return "\n".join([*lines, "", reading, "", ""])
+    return _with_targets(lines + peers_table(p), "Targets:", p["targets"], reading)
 
 
 def train_step_section(t: dict) -> str:
