@@ -40,6 +40,9 @@ class RankingConfig:
             the learned unknown-item embedding that cold items get at inference), so the
             model learns to score an item from its content and categoricals alone
             (DropoutNet-style). 0 disables it.
+        user_id_dropout: share of training rows whose user ID is replaced by the OOV index,
+            the row every user unseen in training reads at inference; without it that row is
+            never trained and a cold user scores with a random initial vector. 0 disables it.
         table_sharding: per-table planner constraints, keyed by table name (``table_item``)
             or feature name (``item``): ``{"sharding_type": ..., "compute_kernel": ...}``.
         sparse_optimizer: fused (in-backward) optimizer of the embedding tables; on CPU FBGEMM
@@ -63,6 +66,7 @@ class RankingConfig:
     use_history_content: bool = True
     retention_heads: bool = True
     item_id_dropout: float = 0.0
+    user_id_dropout: float = 0.0
     table_sharding: dict[str, dict[str, str]] = field(default_factory=dict)
     sparse_optimizer: str = "rowwise_adagrad"
     sparse_lr: float = 0.05
@@ -83,8 +87,9 @@ class RankingConfig:
             raise ValueError("dcn_layers and dcn_low_rank must be >= 0")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if not 0.0 <= self.item_id_dropout < 1.0:
-            raise ValueError(f"item_id_dropout must be in [0, 1), got {self.item_id_dropout}")
+        for name in ("item_id_dropout", "user_id_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.content_dim < 0:
             raise ValueError(f"content_dim must be >= 0, got {self.content_dim}")
         if self.sparse_optimizer not in SPARSE_OPTIMIZERS:

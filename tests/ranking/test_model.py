@@ -315,3 +315,39 @@ def test_item_id_dropout_hides_target_ids_in_training_only():
     torch.testing.assert_close(model(batch).logits["click"], first)
     with pytest.raises(ValueError, match="item_id_dropout"):
         RankingConfig(item_id_dropout=1.0)
+
+
+def test_user_id_dropout_sends_a_share_of_training_rows_to_the_oov_user_row():
+    world = toy_world()
+    config = RankingConfig(embedding_dim=4, user_id_dropout=0.5, over_arch=(8,))
+    model = RankingModel(world.layout, config)
+    batch = world.batches(64, 64, seed=4)[0]
+    pooled = {name: jt.values() for name, jt in batch.pooled.to_dict().items()}
+    assert bool((pooled["user"] != OOV_INDEX).all())  # every toy user is known
+    model.train()
+    torch.manual_seed(11)
+    trained = model(batch)
+    torch.manual_seed(11)
+    hide = torch.rand(64) < 0.5
+    assert 10 < int(hide.sum()) < 54
+    # The same rows scored in eval mode with their user replaced by the OOV index, and the
+    # other pooled features untouched.
+    hidden_pooled = dict(pooled, user=torch.where(hide, OOV_INDEX, pooled["user"]))
+    hidden = make_batch(world.layout, hidden_pooled, batch.target_item_rows,
+                        batch.hist_item_rows, batch.hist_mask.sum(1), batch.labels)
+    model.eval()
+    torch.testing.assert_close(trained.logits["click"], model(hidden).logits["click"])
+    # The OOV row is what training now updates for the hidden rows.
+    model.train()
+    torch.manual_seed(11)
+    model(batch).logits["click"].sum().backward()
+    table = model.sparse_arch.ebc.embedding_bags["table_user"].weight
+    assert float(table.grad[OOV_INDEX].abs().sum()) > 0
+    # Evaluation never hides anything.
+    model.eval()
+    torch.manual_seed(1)
+    first = model(batch).logits["click"]
+    torch.manual_seed(2)
+    torch.testing.assert_close(model(batch).logits["click"], first)
+    with pytest.raises(ValueError, match="user_id_dropout"):
+        RankingConfig(user_id_dropout=1.0)
