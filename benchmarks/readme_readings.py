@@ -24,6 +24,14 @@ BEFORE_PRIOR_RATE = {"commit": "8e390fe",
                      ("synth", "em3"): (0.7326, 0.6805, 0.7298),
                      "user_mean_auc": (0.598, 0.704)}
 
+# Recorded in benchmarks/results/quality.json at commit cea7681, before the presets trained the
+# OOV user row (``ranking.user_id_dropout``), with the prior-rate features: AUC / cold-item AUC.
+BEFORE_USER_DROPOUT = {"commit": "cea7681",
+                       ("movielens", "id_only"): (0.8095, 0.7821),
+                       ("movielens", "em3"): (0.8099, 0.7714),
+                       ("synth", "id_only"): (0.6773, 0.6052),
+                       ("synth", "em3"): (0.7326, 0.6879)}
+
 
 def _vs(diff: float, level: float = 0.003) -> str:
     """'level with', 'ahead of' or 'behind', for a difference of means."""
@@ -100,12 +108,16 @@ def readings(q: dict, p: dict, step: dict, runs_dir: Path = RUNS) -> tuple[str, 
                 user_mean = pred.with_columns(pl.col("pred_like").mean().over("user_id").alias("m"))["m"]
                 u.append(roc_auc_score(pred["like"], user_mean))
                 top_pred.append(pred.filter(pl.col("user_id") == top["user_id"])["pred_like"].mean())
-        return dict(top_user=top["user_id"], top_share=top["n"] / p0.height, top_rate=top["rate"],
+        cold_rows = p0.filter(pl.col("cold_user"))
+        return dict(cold_share=cold_rows.height / p0.height, cold_users=cold_rows["user_id"].n_unique(),
+                    users=p0["user_id"].n_unique(),
+                    top_user=top["user_id"], top_share=top["n"] / p0.height, top_rate=top["rate"],
                     top_cold=top["cold_user"], mean_rate=p0["like"].mean(), oracle=oracle,
                     n_runs=len(a), corr=float(np.corrcoef(a, u)[0, 1]), u_min=min(u), u_max=max(u),
                     top_min=min(top_pred), top_max=max(top_pred))
     bu = between_users()
     b_id, b_em3, b_fz = (before[("movielens", p)] for p in ("id_only", "em3", "em3_frozen_seq"))
+    ub = BEFORE_USER_DROPOUT
     reading_quality = f"""Cold-item GAUC is the per-user AUC over the cold-item rows only: it asks whether each user's
 new items are ordered right, which the cold-item AUC mixes with ranking users against each
 other. `{PRIOR_ALONE}` scores every test row with its user's prior rate (the smoothed
@@ -116,9 +128,9 @@ Reading: on the synthetic world EM3 beats the ID-only baseline by {se['auc'] - s
 {se['auc_cold_item'] - si['auc_cold_item']:+.3f} cold-item AUC over 3 seeds (every seed: cold-item {seedvals('synth', 'em3')}
 against {seedvals('synth', 'id_only')}), GAUC by {se['gauc'] - si['gauc']:+.3f} and cold-item GAUC by
 {se['gauc_cold_item'] - si['gauc_cold_item']:+.3f}: content ranks a user's new items. The prior rate alone scores
-{sa['auc']:.4f} AUC there, and the prior-rate features moved `id_only` by {si['auc'] - before[('synth', 'id_only')][0]:+.3f} AUC and `em3` by
-{se['auc'] - before[('synth', 'em3')][0]:+.3f} (against quality.json at commit {before['commit']}): on this world a user's taste, not
-their rate, decides the clicks. The ablations say where EM3's lead comes from:
+{sa['auc']:.4f} AUC there, and the prior-rate features moved `id_only` by {ub[('synth', 'id_only')][0] - before[('synth', 'id_only')][0]:+.3f} AUC and `em3` by
+{ub[('synth', 'em3')][0] - before[('synth', 'em3')][0]:+.3f} (quality.json at commit {before['commit']} against {ub['commit']}): on this world a user's taste,
+not their rate, decides the clicks. The ablations say where EM3's lead comes from:
 
 - the interest loss is the lever: without it (`em3_no_interest`, 3 seeds: {nint['auc']:.4f} AUC) EM3 is
   {_vs(nint['auc'] - si['auc'])} `id_only` ({nint['auc'] - si['auc']:+.3f});
@@ -149,6 +161,13 @@ On MovieLens (610 users, 76 of them in test) the prior rate is most of the answe
   `em3_no_interest` runs now rank users at {bu['u_min']:.3f}–{bu['u_max']:.3f} AUC, and their mean prediction for
   user {bu['top_user']} is {bu['top_min']:.2f}–{bu['top_max']:.2f}. Within users the models add what the rate cannot: GAUC
   {mi['gauc']:.3f} for `id_only` (before: {b_id[2]:.3f}), against {ma['gauc']:.3f} for the rate alone.
+- {bu['cold_share']:.0%} of the test rows come from users who first appear after the training period
+  ({bu['cold_users']} of the {bu['users']} test users). They all read the user table's OOV row, which the presets
+  train by sending 30% of the training rows' user IDs there (`ranking.user_id_dropout = 0.3`;
+  README, "Users never seen in training"). With that row left at its random initial value,
+  `id_only` scored {ub[('movielens', 'id_only')][0]:.4f} / {ub[('movielens', 'id_only')][1]:.4f} and `em3` {ub[('movielens', 'em3')][0]:.4f} / {ub[('movielens', 'em3')][1]:.4f} (quality.json at commit {ub['commit']}); on
+  the synthetic world, where every test user is known, it moved `id_only` by
+  {si['auc'] - ub[('synth', 'id_only')][0]:+.4f} and `em3` by {se['auc'] - ub[('synth', 'em3')][0]:+.4f} AUC.
 - `em3` is {_vs(me['auc'] - mi['auc'])} `id_only` on AUC ({me['auc'] - mi['auc']:+.4f}) and {_vs(me['auc_cold_item'] - mi['auc_cold_item'])} it on cold-item AUC
   ({me['auc_cold_item'] - mi['auc_cold_item']:+.4f}). Here its two contrastive losses {'cost' if mc['auc'] > me['auc'] and mn['auc'] > me['auc'] else 'do not both cost'}: without CIC
   (`em3_no_cic`: {mc['auc']:.4f} / {mc['auc_cold_item']:.4f}) or without the interest loss (`em3_no_interest`:
