@@ -1,6 +1,6 @@
 """The user's prior rate: a leak-free running summary of how often the user said yes before.
 
-Three derived features per row ``(user, ts)`` (DESIGN.md §4), over the user's rows with a
+Three derived features per row ``(user, ts)`` (docs/derived_data.md), over the user's rows with a
 timestamp strictly earlier than ``ts`` (rows sharing a timestamp never see each other, as for
 the behaviour sequence):
 

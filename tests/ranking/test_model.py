@@ -285,6 +285,27 @@ def test_replace_rows_equals_replace_in_values_and_gradients(unknown_rows):
         assert item.replace_rows(x, unknown) is x
 
 
+def _train_forward_and_its_draw(model: RankingModel, batch, p: float, seed: int = 11):
+    """One training-mode forward under ``seed``, and the rows its first ``torch.rand(B) < p``
+    draw hides (the ID-dropout draw comes first in the forward)."""
+    model.train()
+    torch.manual_seed(seed)
+    out = model(batch)
+    torch.manual_seed(seed)
+    hide = torch.rand(batch.size) < p
+    assert 10 < int(hide.sum()) < batch.size - 10
+    return out, hide
+
+
+def _assert_eval_draws_nothing(model: RankingModel, batch) -> None:
+    """Evaluation never hides anything: other random draws give the same scores."""
+    model.eval()
+    torch.manual_seed(1)
+    first = model(batch).logits["click"]
+    torch.manual_seed(2)
+    torch.testing.assert_close(model(batch).logits["click"], first)
+
+
 def test_item_id_dropout_hides_target_ids_in_training_only():
     world = toy_world()
     config = RankingConfig(embedding_dim=4, item_id_dropout=0.5, over_arch=(8,))
@@ -292,12 +313,7 @@ def test_item_id_dropout_hides_target_ids_in_training_only():
     with torch.no_grad():
         model.sparse_arch.unknown_item.weight.fill_(0.7)
     batch = world.batches(64, 64, seed=4)[0]
-    model.train()
-    torch.manual_seed(11)
-    trained = model(batch)
-    torch.manual_seed(11)
-    hide = torch.rand(64) < 0.5
-    assert 10 < int(hide.sum()) < 54
+    trained, hide = _train_forward_and_its_draw(model, batch, 0.5)
     # The same rows scored in eval mode with their item replaced by the OOV index.
     pooled = {name: jt.values() for name, jt in batch.pooled.to_dict().items()}
     item = torch.where(hide, OOV_INDEX, batch.target_item_rows)
@@ -308,11 +324,7 @@ def test_item_id_dropout_hides_target_ids_in_training_only():
     # CIC still sees every row's own ID embedding, hidden or not.
     table = model.sparse_arch.ec.embeddings["table_item"].weight
     torch.testing.assert_close(trained.target_item_emb, table[batch.target_item_rows])
-    # Evaluation never hides anything: other random draws give the same scores.
-    torch.manual_seed(1)
-    first = model(batch).logits["click"]
-    torch.manual_seed(2)
-    torch.testing.assert_close(model(batch).logits["click"], first)
+    _assert_eval_draws_nothing(model, batch)
     with pytest.raises(ValueError, match="item_id_dropout"):
         RankingConfig(item_id_dropout=1.0)
 
@@ -324,12 +336,7 @@ def test_user_id_dropout_sends_a_share_of_training_rows_to_the_oov_user_row():
     batch = world.batches(64, 64, seed=4)[0]
     pooled = {name: jt.values() for name, jt in batch.pooled.to_dict().items()}
     assert bool((pooled["user"] != OOV_INDEX).all())  # every toy user is known
-    model.train()
-    torch.manual_seed(11)
-    trained = model(batch)
-    torch.manual_seed(11)
-    hide = torch.rand(64) < 0.5
-    assert 10 < int(hide.sum()) < 54
+    trained, hide = _train_forward_and_its_draw(model, batch, 0.5)
     # The same rows scored in eval mode with their user replaced by the OOV index, and the
     # other pooled features untouched.
     hidden_pooled = dict(pooled, user=torch.where(hide, OOV_INDEX, pooled["user"]))
@@ -338,16 +345,9 @@ def test_user_id_dropout_sends_a_share_of_training_rows_to_the_oov_user_row():
     model.eval()
     torch.testing.assert_close(trained.logits["click"], model(hidden).logits["click"])
     # The OOV row is what training now updates for the hidden rows.
-    model.train()
-    torch.manual_seed(11)
-    model(batch).logits["click"].sum().backward()
+    _train_forward_and_its_draw(model, batch, 0.5)[0].logits["click"].sum().backward()
     table = model.sparse_arch.ebc.embedding_bags["table_user"].weight
     assert float(table.grad[OOV_INDEX].abs().sum()) > 0
-    # Evaluation never hides anything.
-    model.eval()
-    torch.manual_seed(1)
-    first = model(batch).logits["click"]
-    torch.manual_seed(2)
-    torch.testing.assert_close(model(batch).logits["click"], first)
+    _assert_eval_draws_nothing(model, batch)
     with pytest.raises(ValueError, match="user_id_dropout"):
         RankingConfig(user_id_dropout=1.0)
