@@ -36,6 +36,9 @@ class RankingConfig:
         use_history_content: concatenate content to the history ID embeddings in the DIN
             attention (needs ``content_dim > 0`` and ``hist_content`` at forward time).
         retention_heads: add one logit per retention label of the layout.
+        retention_hidden: hidden sizes of the retention heads' own MLP, which reads the click
+            tower's output through a stop-gradient and the user ID embedding
+            (``archs.RetentionTower``).
         item_id_dropout: share of training rows whose target item ID is hidden (replaced by
             the learned unknown-item embedding that cold items get at inference), so the
             model learns to score an item from its content and categoricals alone
@@ -65,6 +68,7 @@ class RankingConfig:
     content_dim: int = 0
     use_history_content: bool = True
     retention_heads: bool = True
+    retention_hidden: tuple[int, ...] = (32,)
     item_id_dropout: float = 0.0
     user_id_dropout: float = 0.0
     table_sharding: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -79,6 +83,7 @@ class RankingConfig:
         # TOML gives lists; tuples keep the config hashable-looking and immutable in spirit.
         self.attention_hidden = tuple(int(h) for h in self.attention_hidden)
         self.over_arch = tuple(int(h) for h in self.over_arch)
+        self.retention_hidden = tuple(int(h) for h in self.retention_hidden)
         if self.embedding_dim <= 0:
             raise ValueError(f"embedding_dim must be > 0, got {self.embedding_dim}")
         if self.interaction not in INTERACTIONS:
@@ -131,6 +136,7 @@ class RankingConfig:
         d = asdict(self)
         d["attention_hidden"] = list(self.attention_hidden)
         d["over_arch"] = list(self.over_arch)
+        d["retention_hidden"] = list(self.retention_hidden)
         return d
 
     @classmethod

@@ -24,6 +24,7 @@ from ranking.archs import (
     DLRMInteraction,
     OverArch,
     Positions,
+    RetentionTower,
     SparseArch,
     TaskHeads,
 )
@@ -85,8 +86,11 @@ class RankingModel(nn.Module):
             self.interaction = DLRMInteraction(num_features, dim)
         self.over_arch = OverArch(self.interaction.output_dim, config.over_arch,
                                   config.dropout, device)
-        self.heads = TaskHeads(self.over_arch.output_dim, self.head_names_for(layout, config),
-                               device)
+        self.heads = TaskHeads(self.over_arch.output_dim, tuple(layout.labels), device)
+        retention = self.head_names_for(layout, config)[len(layout.labels):]
+        self.retention = (RetentionTower(self.over_arch.output_dim, dim, config.retention_hidden,
+                                         retention, device) if retention else None)
+        self._user_slot = list(layout.pooled).index(USER_FEATURE)
         # Set by ``compile_dense_tower``; a plain attribute, not part of the state dict.
         self._compiled_dense: Callable[..., dict[str, torch.Tensor]] | None = None
 
@@ -98,7 +102,7 @@ class RankingModel(nn.Module):
 
     @property
     def head_names(self) -> tuple[str, ...]:
-        return self.heads.names
+        return self.heads.names + (self.retention.names if self.retention is not None else ())
 
     def forward(self, batch: Batch, target_content: torch.Tensor | None = None,
                 hist_content: torch.Tensor | None = None) -> RankingOutput:
@@ -155,7 +159,11 @@ class RankingModel(nn.Module):
         if self.dense_proj is not None:
             features.append(self.dense_proj(dense_features).unsqueeze(1))
         stack = torch.cat(features, dim=1)
-        return self.heads(self.over_arch(self.interaction(stack)))
+        tower = self.over_arch(self.interaction(stack))
+        logits = self.heads(tower)
+        if self.retention is not None:
+            logits.update(self.retention(tower, pooled[:, self._user_slot]))
+        return logits
 
     def compile_dense_tower(self) -> None:
         """Runs ``dense_tower`` through ``torch.compile`` (Inductor) from the next call on.

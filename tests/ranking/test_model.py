@@ -351,3 +351,40 @@ def test_user_id_dropout_sends_a_share_of_training_rows_to_the_oov_user_row():
     _assert_eval_draws_nothing(model, batch)
     with pytest.raises(ValueError, match="user_id_dropout"):
         RankingConfig(user_id_dropout=1.0)
+
+
+def _grads_of(model: RankingModel, loss: torch.Tensor) -> dict[str, float]:
+    """Parameter name → total |gradient| of ``loss`` (0.0 where the gradient is None)."""
+    model.zero_grad()
+    loss.backward()
+    return {n: 0.0 if p.grad is None else float(p.grad.abs().sum())
+            for n, p in model.named_parameters()}
+
+
+def test_retention_heads_train_the_user_embedding_and_their_own_mlp_not_the_click_tower():
+    world = toy_world()
+    model = RankingModel(world.layout, RankingConfig(embedding_dim=8, over_arch=(16,)))
+    batch = world.batches(48, 48, seed=3)[0]
+    assert model.head_names == ("click", "return_7d")
+
+    retention = _grads_of(model, model(batch).logits["return_7d"].sum())
+    shared = ("over_arch.", "interaction.", "attention.", "heads.", "sparse_arch.ec.",
+              "sparse_arch.unknown_item")
+    assert {n: g for n, g in retention.items() if n.startswith(shared) and g != 0.0} == {}
+    trained = [n for n, g in retention.items() if g > 0.0]
+    assert any(n.startswith("retention.") for n in trained)
+    user_table = model.sparse_arch.ebc.embedding_bags["table_user"].weight
+    assert user_table.grad.abs().sum(dim=1).nonzero().numel() > 0  # the batch's user rows
+    other_tables = [n for n in trained if n.startswith("sparse_arch.ebc.")
+                    and "table_user" not in n]
+    assert other_tables == []
+
+    click = _grads_of(model, model(batch).logits["click"].sum())
+    assert {n: g for n, g in click.items() if n.startswith("retention.") and g != 0.0} == {}
+    assert click["over_arch.tower.0.weight"] > 0.0
+
+    # The user embedding moves the retention logit: other users, other scores.
+    with torch.no_grad():
+        before = model(batch).logits["return_7d"]
+        user_table[1:] = torch.randn_like(user_table[1:])
+        assert not torch.allclose(before, model(batch).logits["return_7d"])
