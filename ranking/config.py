@@ -36,9 +36,10 @@ class RankingConfig:
         use_history_content: concatenate content to the history ID embeddings in the DIN
             attention (needs ``content_dim > 0`` and ``hist_content`` at forward time).
         retention_heads: add one logit per retention label of the layout.
-        retention_hidden: hidden sizes of the retention heads' own MLP, which reads the click
-            tower's output through a stop-gradient and the user ID embedding
-            (``archs.RetentionTower``).
+        retention_own_tower: put the retention heads on an MLP of their own that reads the
+            click tower's output through a stop-gradient and the user ID embedding
+            (``archs.RetentionTower``), instead of on the shared tower next to the label heads.
+        retention_hidden: hidden sizes of that MLP.
         item_id_dropout: share of training rows whose target item ID is hidden (replaced by
             the learned unknown-item embedding that cold items get at inference), so the
             model learns to score an item from its content and categoricals alone
@@ -68,6 +69,7 @@ class RankingConfig:
     content_dim: int = 0
     use_history_content: bool = True
     retention_heads: bool = True
+    retention_own_tower: bool = False
     retention_hidden: tuple[int, ...] = (32,)
     item_id_dropout: float = 0.0
     user_id_dropout: float = 0.0

@@ -86,10 +86,12 @@ class RankingModel(nn.Module):
             self.interaction = DLRMInteraction(num_features, dim)
         self.over_arch = OverArch(self.interaction.output_dim, config.over_arch,
                                   config.dropout, device)
-        self.heads = TaskHeads(self.over_arch.output_dim, tuple(layout.labels), device)
-        retention = self.head_names_for(layout, config)[len(layout.labels):]
+        names = self.head_names_for(layout, config)
+        own = config.retention_own_tower and len(names) > len(layout.labels)
+        self.heads = TaskHeads(self.over_arch.output_dim,
+                               names[:len(layout.labels)] if own else names, device)
         self.retention = (RetentionTower(self.over_arch.output_dim, dim, config.retention_hidden,
-                                         retention, device) if retention else None)
+                                         names[len(layout.labels):], device) if own else None)
         self._user_slot = list(layout.pooled).index(USER_FEATURE)
         # Set by ``compile_dense_tower``; a plain attribute, not part of the state dict.
         self._compiled_dense: Callable[..., dict[str, torch.Tensor]] | None = None

@@ -361,9 +361,18 @@ def _grads_of(model: RankingModel, loss: torch.Tensor) -> dict[str, float]:
             for n, p in model.named_parameters()}
 
 
-def test_retention_heads_train_the_user_embedding_and_their_own_mlp_not_the_click_tower():
+def test_retention_heads_on_the_shared_tower_by_default():
     world = toy_world()
     model = RankingModel(world.layout, RankingConfig(embedding_dim=8, over_arch=(16,)))
+    assert model.retention is None and model.head_names == ("click", "return_7d")
+    grads = _grads_of(model, model(world.batches(48, 48, seed=3)[0]).logits["return_7d"].sum())
+    assert grads["over_arch.tower.0.weight"] > 0.0
+
+
+def test_retention_own_tower_trains_the_user_embedding_and_its_mlp_not_the_click_tower():
+    world = toy_world()
+    model = RankingModel(world.layout, RankingConfig(embedding_dim=8, over_arch=(16,),
+                                                     retention_own_tower=True))
     batch = world.batches(48, 48, seed=3)[0]
     assert model.head_names == ("click", "return_7d")
 
