@@ -309,13 +309,15 @@ class RetentionTower(nn.Module):
     """The retention heads: their own MLP over ``[click tower output (no gradient) ⊕ user ID
     embedding]``, then one logit per retention label.
 
-    Why not heads on the shared tower: retention proxies are a property of the user and the
-    day, not of the target item, and their gradient pulled the shared tower, interaction and
-    attention away from the labels (``id_only`` test AUC, 3 seeds: synthetic 0.6774 with shared
-    heads vs 0.6800 without retention heads; MovieLens 0.8204 vs 0.8273). Reading the tower
+    Used with ``RankingConfig.retention_own_tower``. Why: retention proxies are a property of
+    the user and the day, not of the target item, and on the shared tower their gradient pulls
+    the tower, interaction and attention away from the labels (``id_only`` test AUC, 3 seeds:
+    synthetic 0.6774 shared vs 0.6793 here, MovieLens 0.8204 vs 0.8262). Reading the tower
     through a stop-gradient keeps the item-side work the labels learned; the user embedding,
     which retention does train, is what lets the heads tell users apart (a probe on the
-    detached tower alone fell to return_7d AUC 0.475 on the synthetic world).
+    detached tower alone fell to return_7d AUC 0.475 on the synthetic world). With content the
+    shared tower can be better: there retention also supervises the content model
+    (docs/ranking.md has the figures).
 
     Args:
         tower_dim: H, width of the click tower's output.
