@@ -232,7 +232,10 @@ what would show it."""
   this command on 2026-11-21, before the prior-rate features, gave 1.53×–1.96× on the synthetic
   world and 1.28×–1.58× on MovieLens; FuxiCTR alone moved by up to 16% between runs. In the
   recorded run ours trained at {seed_rates('movielens', 'ours: id_only (')} samples/s on the three MovieLens seeds,
-  FuxiCTR at {seed_rates('movielens', 'FuxiCTR')}. Why
+  FuxiCTR at {seed_rates('movielens', 'FuxiCTR')}. Since 2026-11-22 the `id_only` preset's
+  retention heads have a tower of their own (README, "Retention heads"), which costs 2–5% of a
+  MovieLens training step (the two configurations in one process, alternating on the same
+  batches: 19.8 vs 19.5 ms median, 16.8 vs 16.0 ms best of 8 × 40 steps). Why
   MovieLens stays lower: FuxiCTR's DIN scores every one of the B × L history slots whatever
   their fill, ours only the filled ones; 40% of the slots are filled on the synthetic world,
   ~88% on MovieLens, so that saving mostly vanishes there, and our extra work (TorchRec's input
