@@ -1,8 +1,8 @@
 """The small composable Arch modules of the ranking model (TorchRec's decomposition).
 
 ``SparseArch`` (TorchRec tables) → ``DINAttention`` (target attention over the history) →
-``DCNInteraction`` or ``DLRMInteraction`` → ``OverArch`` (MLP tower) → ``TaskHeads``; the
-retention heads sit on a ``RetentionTower`` of their own.
+``DCNInteraction`` or ``DLRMInteraction`` → ``OverArch`` (MLP tower) → ``TaskHeads``; with
+``retention_own_tower`` the retention heads sit on a ``RetentionTower`` of their own.
 
 Every dense parameter lives in a module with ``reset_parameters`` (``nn.Linear``, ``PReLU``,
 ``UnknownItem``): the model is built on the ``meta`` device and ``DistributedModelParallel``

@@ -92,7 +92,9 @@ class RankingModel(nn.Module):
                                names[:len(layout.labels)] if own else names, device)
         self.retention = (RetentionTower(self.over_arch.output_dim, dim, config.retention_hidden,
                                          names[len(layout.labels):], device) if own else None)
-        self._user_slot = list(layout.pooled).index(USER_FEATURE)
+        # Where the user ID embedding sits in the pooled B x F x D stack (the retention tower
+        # reads it); -1 without that tower.
+        self._user_slot = list(layout.pooled).index(USER_FEATURE) if own else -1
         # Set by ``compile_dense_tower``; a plain attribute, not part of the state dict.
         self._compiled_dense: Callable[..., dict[str, torch.Tensor]] | None = None
 

@@ -377,8 +377,8 @@ def test_retention_own_tower_trains_the_user_embedding_and_its_mlp_not_the_click
     assert model.head_names == ("click", "return_7d")
 
     retention = _grads_of(model, model(batch).logits["return_7d"].sum())
-    shared = ("over_arch.", "interaction.", "attention.", "heads.", "sparse_arch.ec.",
-              "sparse_arch.unknown_item")
+    shared = ("over_arch.", "interaction.", "attention.", "attention_proj.", "dense_proj.",
+              "heads.", "sparse_arch.ec.", "sparse_arch.unknown_item")
     assert {n: g for n, g in retention.items() if n.startswith(shared) and g != 0.0} == {}
     trained = [n for n, g in retention.items() if g > 0.0]
     assert any(n.startswith("retention.") for n in trained)
