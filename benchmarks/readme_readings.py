@@ -7,6 +7,7 @@ and, for the MovieLens between-user analysis, the finished runs' test prediction
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from benchmarks.quality import PRESETS, PRIOR_ALONE
@@ -77,6 +78,12 @@ def readings(q: dict, p: dict, step: dict, runs_dir: Path = RUNS) -> tuple[str, 
     fxm = sm[("movielens", "FuxiCTR 2.3.10 DIN")]
     oum = sm[("movielens", "ours: id_only (DIN + DCNv2, TorchRec)")]
     NOR = "ours: id_only, retention_heads=false (ablation)"
+    tower_rows = json.loads((Path(__file__).parent / "results" / "retention_tower.json")
+                            .read_text())["rows"]
+
+    def tower_cost(ds):
+        own = next(r for r in tower_rows if r["dataset"] == ds and r["config"].startswith("own"))
+        return f"{own['vs_shared_median']:.2f}×"
 
     ts = {(r["dataset"], r["variant"]): r for r in step["rows"]}
     ps, pm = row[("synth", SEL)], row[("movielens", SEL)]
@@ -233,9 +240,9 @@ what would show it."""
   world and 1.28×–1.58× on MovieLens; FuxiCTR alone moved by up to 16% between runs. In the
   recorded run ours trained at {seed_rates('movielens', 'ours: id_only (')} samples/s on the three MovieLens seeds,
   FuxiCTR at {seed_rates('movielens', 'FuxiCTR')}. Since 2026-11-22 the `id_only` preset's
-  retention heads have a tower of their own (README, "Retention heads"), which costs 2–5% of a
-  MovieLens training step (the two configurations in one process, alternating on the same
-  batches: 19.8 vs 19.5 ms median, 16.8 vs 16.0 ms best of 8 × 40 steps). Why
+  retention heads have a tower of their own (README, "Retention heads"); in one process,
+  alternating on the same batches (`python benchmarks/retention_tower.py`), its step takes
+  {tower_cost('synth')} / {tower_cost('movielens')} as long as with the heads on the shared tower. Why
   MovieLens stays lower: FuxiCTR's DIN scores every one of the B × L history slots whatever
   their fill, ours only the filled ones; 40% of the slots are filled on the synthetic world,
   ~88% on MovieLens, so that saving mostly vanishes there, and our extra work (TorchRec's input
