@@ -1,13 +1,12 @@
 """The prose under the README's quality and side-by-side tables (``readme_results.py``).
 
-Templates with their figures computed from ``quality.json``, ``peers.json``, ``train_step.json``
-and, for the MovieLens between-user analysis, the finished runs' test predictions under
+Templates with their figures computed from ``quality.json``, ``peers.json``, ``train_step.json``,
+``retention_tower.json`` and, for the MovieLens between-user analysis, the finished runs' test predictions under
 ``benchmarks/.data/runs``. What was tried and how we read it is edited here, never in the README.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from benchmarks.quality import PRESETS, PRIOR_ALONE
@@ -39,9 +38,11 @@ def _vs(diff: float, level: float = 0.003) -> str:
     return "level with" if abs(diff) < level else ("ahead of" if diff > 0 else "behind")
 
 
-def readings(q: dict, p: dict, step: dict, runs_dir: Path = RUNS) -> tuple[str, str]:
+def readings(q: dict, p: dict, step: dict, tower: dict,
+             runs_dir: Path = RUNS) -> tuple[str, str]:
     """The prose under the quality and side-by-side tables, its figures computed from the
-    quality, peers and train-step results and the runs: (quality reading, peers reading)."""
+    quality, peers, train-step and retention-tower results and the runs: (quality reading,
+    peers reading)."""
     row = {(r["dataset"], r["preset"]): r for r in q["rows"]}
     runs = q["runs"]
     before = BEFORE_PRIOR_RATE
@@ -78,11 +79,8 @@ def readings(q: dict, p: dict, step: dict, runs_dir: Path = RUNS) -> tuple[str, 
     fxm = sm[("movielens", "FuxiCTR 2.3.10 DIN")]
     oum = sm[("movielens", "ours: id_only (DIN + DCNv2, TorchRec)")]
     NOR = "ours: id_only, retention_heads=false (ablation)"
-    tower_rows = json.loads((Path(__file__).parent / "results" / "retention_tower.json")
-                            .read_text())["rows"]
-
     def tower_cost(ds):
-        own = next(r for r in tower_rows if r["dataset"] == ds and r["config"].startswith("own"))
+        own = next(r for r in tower["rows"] if r["dataset"] == ds and r["config"].startswith("own"))
         return f"{own['vs_shared_median']:.2f}×"
 
     ts = {(r["dataset"], r["variant"]): r for r in step["rows"]}
@@ -98,7 +96,6 @@ def readings(q: dict, p: dict, step: dict, runs_dir: Path = RUNS) -> tuple[str, 
     def between_users():
         """MovieLens test: its heaviest user, the AUC of scoring rows by their user's true like
         rate, and the recorded runs' per-user mean predictions."""
-        import numpy as np
         import polars as pl
         from sklearn.metrics import roc_auc_score
         base = runs_dir / "movielens"
@@ -107,11 +104,10 @@ def readings(q: dict, p: dict, step: dict, runs_dir: Path = RUNS) -> tuple[str, 
                                            pl.col("cold_user").first()).sort("n", descending=True)
         top = users.row(0, named=True)
         oracle = roc_auc_score(p0["like"], p0.with_columns(pl.col("like").mean().over("user_id").alias("r"))["r"])
-        a, u, top_pred = [], [], []
+        u, top_pred = [], []
         for preset in ("id_only", "em3", "em3_frozen_seq", "em3_no_interest"):
             for r in sorted(runs[f"movielens/{preset}"], key=lambda r: r["seed"]):
                 pred = pl.read_parquet(base / f"{preset}-s{r['seed']}/predictions/test.parquet")
-                a.append(roc_auc_score(pred["like"], pred["pred_like"]))
                 user_mean = pred.with_columns(pl.col("pred_like").mean().over("user_id").alias("m"))["m"]
                 u.append(roc_auc_score(pred["like"], user_mean))
                 top_pred.append(pred.filter(pl.col("user_id") == top["user_id"])["pred_like"].mean())
@@ -120,7 +116,7 @@ def readings(q: dict, p: dict, step: dict, runs_dir: Path = RUNS) -> tuple[str, 
                     users=p0["user_id"].n_unique(),
                     top_user=top["user_id"], top_share=top["n"] / p0.height, top_rate=top["rate"],
                     top_cold=top["cold_user"], mean_rate=p0["like"].mean(), oracle=oracle,
-                    n_runs=len(a), corr=float(np.corrcoef(a, u)[0, 1]), u_min=min(u), u_max=max(u),
+                    n_runs=len(u), u_min=min(u), u_max=max(u),
                     top_min=min(top_pred), top_max=max(top_pred))
     bu = between_users()
     b_id, b_em3, b_fz = (before[("movielens", p)] for p in ("id_only", "em3", "em3_frozen_seq"))

@@ -5,9 +5,9 @@
 
 The README's sections "Quality", "Side by side with FuxiCTR" and "Training step", and the
 "Results" / "Reading" sections of docs/peers.md, are generated here: their tables from
-``benchmarks/results/{quality,peers,train_step}.json``, their readings from the same files plus,
-for the MovieLens reading, the finished runs' test predictions under ``benchmarks/.data/runs``
-(the between-user analysis). Every figure those sections quote has one source; the prose around the
+``benchmarks/results/{quality,peers,train_step}.json``, their readings from the same files and
+``retention_tower.json`` plus, for the MovieLens reading, the finished runs' test predictions
+under ``benchmarks/.data/runs`` (the between-user analysis). Every figure those sections quote has one source; the prose around the
 figures (what was tried, how we read it) lives in the templates of ``readme_readings.py`` and
 is edited there, never in the README.
 
@@ -211,7 +211,7 @@ def _replace(text: str, pattern: str, block: str) -> str:
 def render(readme: str, doc: str) -> tuple[str, str]:
     """README and docs/peers.md texts with their generated sections rebuilt."""
     q, p, t = load("quality"), load("peers"), load("train_step")
-    reading_q, reading_p = readings(q, p, t)
+    reading_q, reading_p = readings(q, p, t, load("retention_tower"))
     block = quality_section(q, reading_q) + peers_section(p, reading_p)
     readme = _replace(readme, r"### Quality: .*?(?=### Data pipeline)", block)
     readme = _replace(readme, r"### Training step: .*?(?=### Metrics:)", train_step_section(t))
