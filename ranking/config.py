@@ -10,6 +10,15 @@ SPARSE_OPTIMIZERS = ("rowwise_adagrad", "adagrad", "sgd", "adam")
 DENSE_OPTIMIZERS = ("adam", "adamw", "adagrad", "sgd")
 SHARDING_TYPES = ("table_wise", "column_wise", "data_parallel", "row_wise", "table_row_wise")
 COMPUTE_KERNELS = ("fused", "dense", "fused_uvm", "fused_uvm_caching")
+CPU_PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def native_cpu_bf16() -> bool:
+    """Whether this CPU has bf16 matmul instructions (AVX512-BF16 or AMX tiles): without
+    them bf16 is emulated and slower than float32."""
+    import torch
+
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 class ConfigError(ValueError):
@@ -56,6 +65,12 @@ class RankingConfig:
         dense_optimizer: optimizer of every other parameter (and of data-parallel tables).
         dense_lr: learning rate of the dense optimizer.
         dense_weight_decay: weight decay of the dense optimizer.
+        cpu_precision: on CPU, the precision of the dense tower's matmuls (attention unit,
+            interaction, tower): ``"bf16"`` runs them under bfloat16 autocast (float32
+            weights, optimizer state and heads), ``"fp32"`` in float32, ``"auto"`` picks bf16
+            for an ID-only model (``content_dim = 0``) where the CPU has native bf16
+            instructions (AVX512-BF16 or AMX), fp32 otherwise. A GPU run autocasts the whole
+            forward pass to bf16 regardless.
     """
 
     embedding_dim: int = 16
@@ -80,6 +95,7 @@ class RankingConfig:
     dense_optimizer: str = "adam"
     dense_lr: float = 1e-3
     dense_weight_decay: float = 0.0
+    cpu_precision: str = "auto"
 
     def __post_init__(self) -> None:
         # TOML gives lists; tuples keep the config hashable-looking and immutable in spirit.
@@ -97,6 +113,10 @@ class RankingConfig:
         for name in ("item_id_dropout", "user_id_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.cpu_precision not in CPU_PRECISIONS:
+            raise ValueError(
+                f"cpu_precision must be one of {CPU_PRECISIONS}, got {self.cpu_precision!r}"
+            )
         if self.content_dim < 0:
             raise ValueError(f"content_dim must be >= 0, got {self.content_dim}")
         if self.sparse_optimizer not in SPARSE_OPTIMIZERS:
@@ -128,6 +148,18 @@ class RankingConfig:
     @property
     def uses_content(self) -> bool:
         return self.content_dim > 0
+
+    @property
+    def cpu_bf16(self) -> bool:
+        """Whether the dense tower runs under bf16 autocast on CPU (``cpu_precision``).
+
+        ``"auto"`` leaves a model with content in float32: there the tower's backward is also
+        the content model's training signal, and the tower is a few percent of the step
+        (docs/ranking.md, "CPU precision").
+        """
+        if self.cpu_precision == "auto":
+            return self.content_dim == 0 and native_cpu_bf16()
+        return self.cpu_precision == "bf16"
 
     @property
     def attends_history_content(self) -> bool:

@@ -27,8 +27,13 @@ from ranking.archs import (
     RetentionTower,
     SparseArch,
     TaskHeads,
+    bucket_positions,
 )
 from ranking.config import RankingConfig
+
+# Under CPU bf16 the attention unit's N valid positions are padded to a multiple of this
+# (``archs.bucket_positions``): ≤ 255 extra rows against ~4k (synthetic) to ~9k (MovieLens).
+POSITION_BUCKET = 256
 
 
 class RankingOutput(NamedTuple):
@@ -66,8 +71,10 @@ class RankingModel(nn.Module):
         content_dim = config.content_dim
         self.sparse_arch = SparseArch(layout, dim, device)
         attention_dim = dim + (content_dim if config.attends_history_content else 0)
+        self._cpu_bf16 = config.cpu_bf16
         self.attention = DINAttention(attention_dim, config.attention_hidden,
-                                      config.attention_softmax, config.dropout, device)
+                                      config.attention_softmax, config.dropout, device,
+                                      padded_positions=self._cpu_bf16)
         # The interaction wants F' features of width D; wider vectors are projected down.
         self.attention_proj = (nn.Linear(attention_dim, dim, device=device)
                                if attention_dim != dim else nn.Identity())
@@ -130,9 +137,15 @@ class RankingModel(nn.Module):
         # Found here, in eager mode: how many positions are valid depends on the data, and a
         # compiled dense tower would have to break its graph at this op.
         positions = mask.nonzero(as_tuple=True)
+        bf16 = self._cpu_bf16 and pooled.device.type == "cpu"
+        if bf16:
+            positions = bucket_positions(positions, mask.shape[1], POSITION_BUCKET)
         dense = self.dense_tower if self._compiled_dense is None else self._compiled_dense
-        logits = dense(pooled, target, history, mask, positions, target_content, hist_content,
-                       batch.dense)
+        # bf16 matmuls on a CPU that has them (``cpu_precision``): the attention unit over
+        # the N valid history positions is most of the step's FLOPs. A no-op off CPU.
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = dense(pooled, target, history, mask, positions, target_content,
+                           hist_content, batch.dense)
         # CIC aligns content with the item's own ID embedding, hidden or not.
         return RankingOutput(logits=logits, target_item_emb=target_id_emb)
 
@@ -164,9 +177,13 @@ class RankingModel(nn.Module):
             features.append(self.dense_proj(dense_features).unsqueeze(1))
         stack = torch.cat(features, dim=1)
         tower = self.over_arch(self.interaction(stack))
-        logits = self.heads(tower)
-        if self.retention is not None:
-            logits.update(self.retention(tower, pooled[:, self._user_slot]))
+        # The heads stay in float32 under CPU autocast: a bf16 logit has 8 significant bits,
+        # so scores would tie and AUC would lose resolution. They are a few hundred FLOPs.
+        with torch.autocast("cpu", enabled=False):
+            tower = tower.float()
+            logits = self.heads(tower)
+            if self.retention is not None:
+                logits.update(self.retention(tower, pooled[:, self._user_slot].float()))
         return logits
 
     def compile_dense_tower(self) -> None:
