@@ -225,6 +225,16 @@ def _quality(y: np.ndarray, p: np.ndarray, groups: np.ndarray,
 NO_RETENTION = ("ranking.retention_heads=false",)
 
 
+def precision_note() -> str:
+    """What each side computes in: ours follows ``ranking.cpu_precision`` (the preset keeps
+    ``"auto"``), FuxiCTR trains in float32."""
+    from recsys.config import load_train_config
+
+    ours = ("dense tower under bf16 autocast (this CPU has native bf16)"
+            if load_train_config(PRESET).ranking_config().cpu_bf16 else "float32")
+    return f"ours: {ours}; weights, optimizer state and heads float32. FuxiCTR: float32."
+
+
 def steady_samples_per_s(epoch_rates: list[float]) -> float:
     """Training samples/s once warmed up: the median of the epochs after the first.
 
@@ -351,7 +361,7 @@ def main(argv: list[str] | None = None) -> None:
             "peer": f"fuxictr=={FUXICTR_VERSION} (PyPI) + torch=={TORCH_VERSION} CPU in "
                     ".venv-peers", "preset": PRESET, "epochs": epochs,
             "threads": args.threads, "fuxictr_num_workers": args.num_workers,
-            "seeds": args.seeds}, "summary": means})
+            "seeds": args.seeds, "precision": precision_note()}, "summary": means})
         print(f"wrote {path.relative_to(ROOT)}")
 
 

@@ -225,12 +225,14 @@ what would show it."""
 - **Speed.** Ours is {tg['train_samples_per_s_ratio_id_only_over_fuxictr_din_synth']:.2f}× FuxiCTR's warm training samples/s on the synthetic world and
   {tg['train_samples_per_s_ratio_id_only_over_fuxictr_din_movielens']:.2f}× on MovieLens ({speed_verdict}). Where our lead comes from: the dense
   tower runs through `torch.compile` (`python benchmarks/train_step.py`: eager, the step takes
-  {ts[('synth', 'eager_tower')]['shipped_speedup']:.2f}× / {ts[('movielens', 'eager_tower')]['shipped_speedup']:.2f}× as long); the DIN unit scores only the valid history positions, with a
+  {ts[('synth', 'eager_tower')]['shipped_speedup']:.2f}× / {ts[('movielens', 'eager_tower')]['shipped_speedup']:.2f}× as long); on this CPU, which has native bf16, the tower's matmuls
+  run under bf16 autocast (`ranking.cpu_precision = "auto"`; in float32 the step takes
+  {ts[('synth', 'fp32_tower')]['shipped_speedup']:.2f}× / {ts[('movielens', 'fp32_tower')]['shipped_speedup']:.2f}× as long, at the same test AUC: docs/ranking.md); the DIN unit scores only the valid history positions, with a
   factored first layer (`python benchmarks/din_attention.py`); in a world of one there is no
   DDP and no table is split. The compile is paid in the first epoch, which the
   compared figure leaves out for both libraries and the table shows on its own: ours
   {ou['first_epoch_samples_per_s']:,.0f} / {oum['first_epoch_samples_per_s']:,.0f} samples/s there against FuxiCTR's {fx['first_epoch_samples_per_s']:,.0f} / {fxm['first_epoch_samples_per_s']:,.0f} (synthetic /
-  MovieLens). Compiling also costs memory: peak RSS {ou['peak_rss_mb']:.0f} / {oum['peak_rss_mb']:.0f} MB against FuxiCTR's
+  MovieLens). Compiling and oneDNN's bf16 kernels cost memory: peak RSS {ou['peak_rss_mb']:.0f} / {oum['peak_rss_mb']:.0f} MB against FuxiCTR's
   {fx['peak_rss_mb']:.0f} / {fxm['peak_rss_mb']:.0f} MB. The ratio moves with this shared machine's load: the earlier runs of
   this command on 2026-11-21, before the prior-rate features, gave 1.53×–1.96× on the synthetic
   world and 1.28×–1.58× on MovieLens; FuxiCTR alone moved by up to 16% between runs. In the
