@@ -211,7 +211,7 @@ class DINAttention(nn.Module):
         # One scan of the mask gives both the gather and the scatter positions.
         row, col = mask.nonzero(as_tuple=True) if positions is None else positions  # N, N
         length = mask.shape[1]
-        # Padding (column L) gathers the row's first key and is scored into column L, dropped.
+        # Padding (row 0, column L) gathers key (0, L-1) and is scored into column L, dropped.
         k = keys[row, col.clamp(max=length - 1) if self.padded_positions else col]  # N x Dq
         per_row = F.linear(query, w_q + w_d, first.bias)                            # B x H
         per_key = F.linear(torch.cat([k, query[row] * k], dim=-1),
