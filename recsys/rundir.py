@@ -6,7 +6,8 @@ later when the tracking store was unreachable). Layout::
     RUN_DIR/
       config.toml               resolved config (the source of truth the run used)
       run.json                  meta: kind, preset, model name, labels, dataset, git commit,
-                                created_at / finished_at, status, tracking {uri, run_id, synced, ...}
+                                created_at / finished_at, status, tracking {uri, run_id, synced, ...},
+                                dense_tower_precision (training: what this machine computed in)
       history.jsonl             one JSON object per epoch: epoch, step, train_loss, samples_per_s,
                                 valid {metrics.json-shaped dict}
       metrics.json              final metrics (DESIGN §5); other splits in metrics_<split>.json

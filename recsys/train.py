@@ -151,12 +151,22 @@ class Trainer:
             self.em3.ranking.compile_dense_tower()
         if self.progress:
             print(why, flush=True)
+            print(f"dense tower precision: {self.dense_precision} (ranking.cpu_precision = "
+                  f"\"{self.em3.ranking.config.cpu_precision}\")", flush=True)
         self.optimizer = build_optimizer(self.model, self.em3, cfg)
         self.loader = BatchLoader(self.prepared, "train", cfg.train.batch_size, shuffle=True,
                                   seed=cfg.train.seed, rank=env.rank, world_size=env.world_size,
                                   drop_last=env.world_size > 1)
         self.state = TrainState()
         self.peak = peak_flops(env.device)
+
+    @property
+    def dense_precision(self) -> str:
+        """What the ranking model's dense tower computes in: on a GPU the whole forward pass
+        runs under bf16 autocast; on CPU ``ranking.cpu_precision`` decides."""
+        if self.env.device.type == "cuda":
+            return "bf16 autocast (GPU)"
+        return "bf16 autocast (CPU)" if self.em3.ranking.config.cpu_bf16 else "float32"
 
     # ---- checkpoints -------------------------------------------------------------------------
     def save(self) -> None:
@@ -330,6 +340,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, preset: s
                         model_name=cfg.tracking.model_name, labels=list(trainer.prepared.layout.labels),
                         dataset_dir=trainer.dataset.root, dataset_fingerprint=trainer.dataset.fingerprint)
         save_data_state(run_dir, trainer.prepared)
+    if env.is_main:  # this machine's choice (``cpu_precision = "auto"`` depends on the CPU)
+        rundir.update_meta(run_dir, dense_tower_precision=trainer.dense_precision)
     _broadcast(None, env)  # the run dir exists before any rank writes checkpoints into it
     if resume:
         trainer.restore()

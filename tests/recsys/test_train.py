@@ -15,6 +15,7 @@ import torch
 from data.dataset import load_dataset
 from data.loader import BatchLoader
 from data.prepare import Prepared, prepare
+from ranking.config import native_cpu_bf16
 from recsys.config import load_train_config
 from recsys.model import EM3Model
 from recsys.train import build_optimizer, train
@@ -52,7 +53,9 @@ def test_em3_learns_and_writes_a_complete_run(em3_run):
     assert all(0 < h["train_parts"]["interest"] < 10 for h in history)
     assert history[1]["train_loss"] < history[0]["train_loss"]
     assert (out / "predictions" / "test.parquet").is_file()
-    assert json.loads((out / "run.json").read_text())["status"] == "finished"
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["status"] == "finished"
+    assert meta["dense_tower_precision"] == "float32"  # a model with content: float32
 
 
 def _content_model(world, *overrides: str) -> tuple[EM3Model, Prepared]:
@@ -120,8 +123,11 @@ def test_dense_optimizer_is_fused_with_a_learning_rate_per_group(world):
     assert not plain.defaults["fused"]
 
 
-def test_killed_run_resumes_to_the_same_result(world, tmp_path):
-    args = ["train", "em3", "--data", str(world), "--quiet",
+# id_only: on a CPU with native bf16 its dense tower runs under bf16 autocast, with bucketed
+# attention positions; the resumed run must still land on the same result.
+@pytest.mark.parametrize("preset", ["em3", "id_only"])
+def test_killed_run_resumes_to_the_same_result(world, tmp_path, preset):
+    args = ["train", preset, "--data", str(world), "--quiet",
             *set_args([*TINY, "train.checkpoint_every=3"])]
     straight = tmp_path / "straight"
     done = run_recsys(*args, "--out", str(straight))
@@ -149,6 +155,9 @@ def test_killed_run_resumes_to_the_same_result(world, tmp_path):
             assert b["labels"][label][key] == pytest.approx(a["labels"][label][key], abs=1e-6), (label, key)
     hist = (killed / "history.jsonl").read_text().splitlines()
     assert [json.loads(h)["epoch"] for h in hist] == [1, 2]
+    bf16 = preset == "id_only" and native_cpu_bf16()
+    assert json.loads((killed / "run.json").read_text())["dense_tower_precision"] == \
+        ("bf16 autocast (CPU)" if bf16 else "float32")
 
 
 @pytest.mark.slow
