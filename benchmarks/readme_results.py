@@ -130,7 +130,7 @@ def peers_section(p: dict, reading: str) -> str:
               "thread each; means over seeds 0–2 ([docs/peers.md](docs/peers.md) has the set-up). Train",
               "samples/s: the median of the epochs after the first; the first epoch, with each library's",
               "start-up in it (for ours: compiling the dense tower), is its own column. Precision:",
-              f"{p['setup']['precision'] if 'precision' in p.get('setup', {}) else 'float32 both.'}", "",
+              p["setup"]["precision"], "",
               "| model | dataset | test AUC | GAUC | cold-item AUC | train samples/s | first epoch samples/s | peak RSS (MB) |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     return _with_targets(lines + peers_table(p), "Targets:", p["targets"], reading)
 

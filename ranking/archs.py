@@ -217,12 +217,10 @@ class DINAttention(nn.Module):
         per_key = F.linear(torch.cat([k, query[row] * k], dim=-1),
                            torch.cat([w_k - w_d, w_p], dim=1))                      # N x H
         valid = self.score(self.unit[1:](per_key + per_row[row])).squeeze(-1)       # N
-        if self.padded_positions:
-            scores = torch.zeros((mask.shape[0], length + 1), dtype=valid.dtype,
-                                 device=valid.device).index_put((row, col), valid)
-            return scores[:, :length]
-        return torch.zeros(mask.shape, dtype=valid.dtype, device=valid.device).index_put(
-            (row, col), valid)
+        width = length + 1 if self.padded_positions else length  # column L: the padding's
+        scores = torch.zeros((mask.shape[0], width), dtype=valid.dtype,
+                             device=valid.device).index_put((row, col), valid)
+        return scores[:, :length] if self.padded_positions else scores
 
     def forward(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor,
                 positions: Positions | None = None) -> torch.Tensor:
