@@ -98,9 +98,12 @@ class EM3Model(nn.Module):
         out = self.ranking(batch, target_content, hist_content)
         return EM3Output(out.logits, out.target_item_emb, target_content, hist_content)
 
-    def loss(self, out: EM3Output, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, out: EM3Output, batch: Batch,
+             interest_scale: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
         """Σ BCE over label heads + retention_weight · Σ BCE over retention heads (masked where
-        censored) + λ · CIC + interest.weight · interest. Returns (total, parts)."""
+        censored) + λ · CIC + interest_scale · interest.weight · interest. Returns (total,
+        parts); ``parts["interest"]`` is the unscaled loss. ``interest_scale`` in [0, 1] is the
+        warm-up ramp (``Trainer.interest_scale``)."""
         weights = {h: self.cfg.loss.retention_weight for h in self.ranking.layout.retention_labels}
         total, per_head = multitask_bce(out.logits, batch.labels, batch.label_masks, weights)
         parts = {f"bce_{k}": float(v) for k, v in per_head.items()}
@@ -113,7 +116,7 @@ class EM3Model(nn.Module):
             interest = self.interest(out.target_content, out.hist_content, batch.hist_mask,
                                      batch.labels[primary] > 0.5, batch.user_key)
             parts["interest"] = float(interest.detach())
-            total = total + self.cfg.interest.weight * interest
+            total = total + interest_scale * self.cfg.interest.weight * interest
         parts["loss"] = float(total.detach())
         return total, parts
 

@@ -159,6 +159,25 @@ class Trainer:
                                   drop_last=env.world_size > 1)
         self.state = TrainState()
         self.peak = peak_flops(env.device)
+        self.interest_warmup_steps = round(cfg.interest.warmup_epochs * self.steps_per_epoch) \
+            if cfg.uses_interest else 0
+        if self.progress and cfg.uses_interest:
+            print(f"interest loss: weight {cfg.interest.weight:g}, ramped in linearly over the "
+                  f"first {self.interest_warmup_steps} steps (interest.warmup_epochs = "
+                  f"{cfg.interest.warmup_epochs:g})", flush=True)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        limit = self.cfg.train.max_steps_per_epoch
+        return len(self.loader) if limit == 0 else min(len(self.loader), limit)
+
+    def interest_scale(self, step: int) -> float:
+        """The interest loss's warm-up factor for 0-based training step ``step``: (step + 1) /
+        warm-up steps, capped at 1. A function of the step alone, so a resumed run continues
+        the same ramp."""
+        if self.interest_warmup_steps == 0:
+            return 1.0
+        return min(1.0, (step + 1) / self.interest_warmup_steps)
 
     @property
     def dense_precision(self) -> str:
@@ -194,7 +213,7 @@ class Trainer:
     def train_step(self, batch) -> dict[str, float]:
         with _autocast(self.env.device):
             out = self.model(batch)
-            loss, parts = self.em3.loss(out, batch)
+            loss, parts = self.em3.loss(out, batch, self.interest_scale(self.state.step))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.optim.grad_clip > 0:
@@ -209,8 +228,7 @@ class Trainer:
         st, cfg = self.state, self.cfg
         self.loader.set_epoch(st.epoch)
         self.model.train()
-        limit = len(self.loader) if cfg.train.max_steps_per_epoch == 0 else \
-            min(len(self.loader), cfg.train.max_steps_per_epoch)
+        limit = self.steps_per_epoch
         bar = None
         if self.progress:
             from tqdm import tqdm

@@ -108,6 +108,43 @@ def test_interest_loss_trains_the_target_encoder_and_the_history_adapters(world)
         assert sum(float(p.grad.abs().sum()) for p in groups[name] if p.grad is not None) > 0, name
 
 
+def test_interest_scale_multiplies_only_the_interest_term(world):
+    torch.manual_seed(0)
+    model, prepared = _content_model(world)
+    batch = next(iter(BatchLoader(prepared, "train", 256, shuffle=True, seed=0)))
+    out = model(batch)
+    full, parts = model.loss(out, batch)
+    off, parts_off = model.loss(out, batch, interest_scale=0.0)
+    half, _ = model.loss(out, batch, interest_scale=0.5)
+    assert parts_off["interest"] == pytest.approx(parts["interest"])  # reported unscaled
+    weight = model.cfg.interest.weight
+    assert float(full - off) == pytest.approx(weight * parts["interest"], rel=1e-5)
+    assert float(half - off) == pytest.approx(0.5 * weight * parts["interest"], rel=1e-5)
+
+
+def test_interest_warmup_ramps_over_the_configured_epochs(world, tmp_path):
+    from ranking.dist import init_process_group_from_env
+    from recsys.train import Trainer
+
+    env = init_process_group_from_env()
+    cfg = load_train_config("em3", [*TINY, f'data.dir="{world}"', "interest.warmup_epochs=1.5",
+                                    "train.compile=off"])
+    trainer = Trainer(cfg, tmp_path / "warm", env, progress=False)
+    steps = trainer.steps_per_epoch
+    assert steps == len(trainer.loader) > 2
+    warm = round(1.5 * steps)
+    assert trainer.interest_warmup_steps == warm
+    assert trainer.interest_scale(0) == pytest.approx(1 / warm)
+    assert trainer.interest_scale(warm // 2 - 1) == pytest.approx((warm // 2) / warm)
+    assert trainer.interest_scale(warm - 1) == 1.0 and trainer.interest_scale(10 * warm) == 1.0
+    # Off: full weight from the first step; without the interest loss there is no ramp.
+    cfg_off = load_train_config("em3", [*TINY, f'data.dir="{world}"', "interest.warmup_epochs=0",
+                                        "train.compile=off"])
+    assert Trainer(cfg_off, tmp_path / "off", env, progress=False).interest_scale(0) == 1.0
+    cfg_id = load_train_config("id_only", [*TINY, f'data.dir="{world}"', "train.compile=off"])
+    assert Trainer(cfg_id, tmp_path / "id", env, progress=False).interest_warmup_steps == 0
+
+
 def test_dense_optimizer_is_fused_with_a_learning_rate_per_group(world):
     model, _ = _content_model(world, "optim.qformer_lr=0.004", "optim.adapter_lr=0.003",
                               "ranking.dense_lr=0.002")
