@@ -161,7 +161,7 @@ class Trainer:
         self.peak = peak_flops(env.device)
         self.interest_warmup_steps = round(cfg.interest.warmup_epochs * self.steps_per_epoch) \
             if cfg.uses_interest else 0
-        if self.progress and cfg.uses_interest:
+        if self.progress and self.interest_warmup_steps:
             print(f"interest loss: weight {cfg.interest.weight:g}, ramped in linearly over the "
                   f"first {self.interest_warmup_steps} steps (interest.warmup_epochs = "
                   f"{cfg.interest.warmup_epochs:g})", flush=True)
