@@ -145,6 +145,26 @@ def test_interest_warmup_ramps_over_the_configured_epochs(world, tmp_path):
     assert Trainer(cfg_id, tmp_path / "id", env, progress=False).interest_warmup_steps == 0
 
 
+def test_id_only_trains_the_unknown_item_vector_and_em3_leaves_it_at_zero(world):
+    """The presets' cold-item policy: ``id_only`` hides 10% of the target item IDs behind the
+    unknown-item vector (so a training step reaches it), ``em3`` scores cold items from content."""
+    em3, prepared = _content_model(world)
+    cfg = load_train_config("id_only", [*TINY, f'data.dir="{world}"'])
+    id_only = EM3Model(prepared.layout, cfg)
+    batch = next(iter(BatchLoader(prepared, "train", 256, shuffle=True, seed=0)))
+    grads = {}
+    for name, model in (("id_only", id_only), ("em3", em3)):
+        torch.manual_seed(0)
+        model.train()
+        loss, _ = model.loss(model(batch), batch)
+        loss.backward()
+        unknown = model.ranking.sparse_arch.unknown_item.weight
+        assert float(unknown.abs().sum()) == 0.0  # zero-initialised in both
+        grads[name] = float(unknown.grad.abs().sum())
+    assert grads["id_only"] > 0
+    assert grads["em3"] == 0.0
+
+
 def test_dense_optimizer_is_fused_with_a_learning_rate_per_group(world):
     model, _ = _content_model(world, "optim.qformer_lr=0.004", "optim.adapter_lr=0.003",
                               "ranking.dense_lr=0.002")
