@@ -113,13 +113,12 @@ def run_case(case: dict) -> dict[str, dict]:
                                                             fused=False)}
         prelus = [m for m in trainer.model.modules() if isinstance(m, PReLU)]
         ranking = trainer.em3.ranking
-        shipped_bf16 = ranking._cpu_bf16
         batches = list(itertools.islice(trainer.loader, WARMUP + STEPS))
         # Both optimizers make their state here, and the tower compiles for both precisions.
         for i, b in enumerate(batches[:WARMUP]):
             trainer.optimizer = optimizers["plain" if i % 2 else "fused"]
-            ranking._cpu_bf16 = shipped_bf16 and i % 4 < 2
-            trainer.train_step(b)
+            with ranking.float32_dense_tower() if i % 4 >= 2 else nullcontext():
+                trainer.train_step(b)
         for repeat in range(REPEATS):
             # Alternate which variant goes first, so neither always runs on warmer caches.
             for variant in variants if repeat % 2 == 0 else variants[::-1]:
@@ -127,9 +126,9 @@ def run_case(case: dict) -> dict[str, dict]:
                 for m in prelus:
                     m.__class__ = nn.PReLU if variant == "aten_prelu_eager" else PReLU
                 trainer.optimizer = optimizers["plain" if variant == "plain_adamw" else "fused"]
-                ranking._cpu_bf16 = shipped_bf16 and variant != "fp32_tower"
                 eager = variant in ("eager_tower", "aten_prelu_eager")
-                with trainer.em3.ranking.eager_dense_tower() if eager else nullcontext():
+                with (ranking.eager_dense_tower() if eager else nullcontext(),
+                      ranking.float32_dense_tower() if variant == "fp32_tower" else nullcontext()):
                     usage = resource.getrusage(resource.RUSAGE_SELF)
                     t0 = time.perf_counter()
                     for b in batches[WARMUP:]:

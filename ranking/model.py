@@ -214,6 +214,17 @@ class RankingModel(nn.Module):
         finally:
             self._compiled_dense = compiled
 
+    @contextmanager
+    def float32_dense_tower(self) -> Iterator[None]:
+        """Runs the dense tower in float32 inside the block, whatever ``cpu_precision`` chose
+        (``benchmarks/train_step.py`` times the two on the same trainer). Positions are still
+        bucketed where the model was built for bf16; the attention unit drops the padding."""
+        bf16, self._cpu_bf16 = self._cpu_bf16, False
+        try:
+            yield
+        finally:
+            self._cpu_bf16 = bf16
+
     def _hide_target_ids(self, target: torch.Tensor) -> torch.Tensor:
         """B x D → B x D with ``item_id_dropout`` of the rows swapped for the unknown item.
 

@@ -71,6 +71,14 @@ def test_bf16_dense_tower_scores_like_fp32_with_float32_heads():
         # bf16 really ran (the scores moved), and only by rounding.
         assert not torch.equal(got, want)
         torch.testing.assert_close(got, want, rtol=0.05, atol=0.02)
+    # float32_dense_tower: the bf16 model scores as float32 inside the block, bf16 after it.
+    bf16 = models["bf16"]
+    with bf16.float32_dense_tower():
+        inside = bf16(batch, **content).logits
+    after = bf16(batch, **content).logits
+    for name, want in logits["fp32"].items():
+        torch.testing.assert_close(inside[name], want)
+        torch.testing.assert_close(after[name], logits["bf16"][name])
 
 
 def test_bf16_dense_tower_learns_the_planted_signal_like_fp32():
