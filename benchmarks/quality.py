@@ -9,7 +9,9 @@ user's new items ordered right?) of the primary label and writes
 ``benchmarks/results/quality.json``. Where ``em3`` and ``em3_frozen_seq`` both finished 3
 seeds it adds the row a user choosing the history mode on validation would get: per seed, the
 one of the two with the higher validation AUC, scored on test; and a reference row without
-any model, the test rows scored with their user's prior rate alone. MovieLens is
+any model, the test rows scored with their user's prior rate alone. For ``em3`` − ``id_only``
+it also records a 95% interval ("paired"): a paired bootstrap over test users of the two
+presets' seed ensembles, the test split's share of the noise. MovieLens is
 read from the project's shared data folder (``../shared/data/movielens-small``) and skipped
 cleanly when absent; it is prepared once into ``benchmarks/.data`` (git-ignored).
 """
@@ -130,6 +132,53 @@ def prior_rate_alone(name: str, data: Path, run_dir: Path, overrides: list[str])
     return row
 
 
+# The pair whose gap the targets are about, as (champion, challenger).
+PAIRED = ("id_only", "em3")
+
+
+def seed_ensemble(run_dirs: list[Path], label: str):
+    """The test predictions of ``run_dirs`` (one preset, several seeds) as one frame sorted by
+    ``row_id``, ``pred_<label>`` replaced by the sigmoid of the mean logit over the seeds."""
+    import numpy as np
+    import polars as pl
+
+    frames = [pl.read_parquet(d / "predictions" / "test.parquet").sort("row_id") for d in run_dirs]
+    for d, f in zip(run_dirs[1:], frames[1:], strict=True):
+        if not f["row_id"].equals(frames[0]["row_id"]):
+            raise ValueError(f"{d}: test rows differ from {run_dirs[0]}")
+    p = np.stack([f[f"pred_{label}"].to_numpy().astype(np.float64) for f in frames])
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    logit = np.log(p / (1 - p)).mean(axis=0)
+    return frames[0].with_columns(pl.Series(f"pred_{label}", 1 / (1 + np.exp(-logit))))
+
+
+def paired_gap(name: str, overrides: list[str], seeds: list[int], n_boot: int = 2000) -> dict | None:
+    """``PAIRED[1]`` − ``PAIRED[0]`` on the test split with a 95% interval: a paired bootstrap
+    over test users (``recsys.selection_stats``, what ``recsys select`` decides with) of the
+    two presets' seed ensembles. The interval covers which users the test split happened to
+    hold, not the training seed (the ± of the table does). None unless every run finished."""
+    from recsys.selection_stats import MetricSpec, paired_bootstrap
+
+    dirs = {preset: [runs_root(name, overrides) / f"{preset}-s{s}" for s in seeds] for preset in PAIRED}
+    if not all((d / "predictions" / "test.parquet").is_file() for ds in dirs.values() for d in ds):
+        return None
+    label = next(iter(json.loads((dirs[PAIRED[0]][0] / "metrics.json").read_text())["labels"]))
+    a, b = (seed_ensemble(dirs[preset], label) for preset in PAIRED)
+    if not a["row_id"].equals(b["row_id"]) or not a[label].equals(b[label]):
+        raise ValueError(f"{name}: {PAIRED[0]} and {PAIRED[1]} were tested on different rows")
+    out = {"champion": PAIRED[0], "challenger": PAIRED[1], "seeds": list(seeds)}
+    for kind, subset in (("auc", None), ("gauc", None), ("auc_cold_item", "cold_item")):
+        rows = a["row_id"].is_not_null() if subset is None else a[subset].fill_null(False)
+        fa, fb = a.filter(rows), b.filter(rows)
+        res = paired_bootstrap(MetricSpec(f"labels.{label}.{kind}", label, kind, subset),
+                               fa[label].to_numpy(), fa[f"pred_{label}"].to_numpy(),
+                               fb[f"pred_{label}"].to_numpy(), fa["user_id"].to_numpy(),
+                               n_boot=n_boot, seed=0)
+        out[kind] = {k: getattr(res, k) for k in ("gain", "ci_low", "ci_high", "p_value",
+                                                   "users", "rows")}
+    return out
+
+
 def best_valid_auc(run_dir: Path) -> float:
     """The run's best validation AUC of the primary label: its early-stopping score."""
     from recsys.rundir import read_history
@@ -248,13 +297,25 @@ def main() -> int:
                                   by["em3"]["auc"] - by["id_only"]["auc"], ">=", -0.002))
     for t in targets:
         print(f"target {t['name']}: {t['value']:+.4f} ({t['target']}) {'met' if t['met'] else 'NOT met'}")
+    # Like the rows: a dataset whose runs are not here (MovieLens absent) keeps its record.
+    gaps = json.loads(previous.read_text()).get("paired", {}) if previous.is_file() else {}
+    for name in dict.fromkeys(r["dataset"] for r in rows):
+        gap = paired_gap(name, args.overrides, args.seeds)
+        if gap is None:
+            continue
+        gaps[name] = gap
+        print(f"{name} {PAIRED[1]} - {PAIRED[0]} (seed ensembles, paired bootstrap over "
+              f"{gap['auc']['users']} test users): " + ", ".join(
+                  f"{k} {gap[k]['gain']:+.4f} [{gap[k]['ci_low']:+.4f}, {gap[k]['ci_high']:+.4f}]"
+                  for k in ("auc", "gauc", "auc_cold_item")))
     # The recorded results: every dataset x preset x seed 0-2 (the defaults). Invocations merge
     # into one file, so runs split across invocations still reproduce it (finished runs are
     # reused from benchmarks/.data/runs).
     command = "python benchmarks/quality.py"
     if args.overrides:  # not the recorded invocations: say what this file holds
         command = " ".join(["python benchmarks/quality.py", *sys.argv[1:]])
-    path = write_results(results_name, rows, targets, command.strip(), {"runs": raw})
+    path = write_results(results_name, rows, targets, command.strip(),
+                         {"paired": gaps, "runs": raw})
     print(f"wrote {path}")
     return 0
 

@@ -1,0 +1,86 @@
+"""benchmarks/quality.py: the seed ensembles and the paired em3 − id_only interval."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from benchmarks import quality
+from recsys.metrics import auc
+
+
+def _write_run(run_dir: Path, row_id: np.ndarray, user: np.ndarray, y: np.ndarray,
+               pred: np.ndarray, cold: np.ndarray) -> None:
+    """A finished run as quality.py reads it: metrics.json (its label) and test predictions."""
+    (run_dir / "predictions").mkdir(parents=True)
+    (run_dir / "metrics.json").write_text(json.dumps({"labels": {"click": {}}}))
+    pl.DataFrame({"row_id": row_id, "user_id": user, "cold_item": cold, "click": y,
+                  "pred_click": pred.astype(np.float32)}).write_parquet(
+        run_dir / "predictions" / "test.parquet")
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """Two presets × 2 seeds on 3,000 rows of 150 users: em3's scores carry the label's signal
+    (plus noise), id_only's a weaker share of it; rows are stored in a different order per run."""
+    monkeypatch.setattr(quality, "WORK", tmp_path)
+    rng = np.random.default_rng(0)
+    n = 3000
+    row_id = np.arange(n) * 7 + 3
+    user = rng.integers(0, 150, n)
+    y = rng.integers(0, 2, n).astype(np.int8)
+    cold = rng.random(n) < 0.3
+    runs = {}
+    for preset, signal in (("id_only", 0.3), ("em3", 1.5)):
+        for seed in (0, 1):
+            pred = 1 / (1 + np.exp(-(signal * (y - 0.5) + rng.normal(0, 1, n))))
+            order = rng.permutation(n)
+            run_dir = quality.runs_root("toy", []) / f"{preset}-s{seed}"
+            _write_run(run_dir, row_id[order], user[order], y[order], pred[order], cold[order])
+            runs[(preset, seed)] = pred
+    return {"row_id": row_id, "user": user, "y": y, "cold": cold, "runs": runs}
+
+
+def test_seed_ensemble_is_the_sigmoid_of_the_mean_logit_in_row_order(world: dict) -> None:
+    dirs = [quality.runs_root("toy", []) / f"em3-s{s}" for s in (0, 1)]
+    ens = quality.seed_ensemble(dirs, "click")
+    assert ens["row_id"].to_list() == sorted(world["row_id"].tolist())
+    p = np.stack([world["runs"][("em3", s)].astype(np.float32).astype(np.float64) for s in (0, 1)])
+    expected = 1 / (1 + np.exp(-np.log(p / (1 - p)).mean(axis=0)))
+    np.testing.assert_allclose(ens["pred_click"].to_numpy(), expected, rtol=1e-6)
+
+
+def test_paired_gap_measures_em3_minus_id_only_with_an_interval_around_it(world: dict) -> None:
+    gap = quality.paired_gap("toy", [], [0, 1], n_boot=400)
+    assert (gap["champion"], gap["challenger"]) == ("id_only", "em3")
+    ens = {p: quality.seed_ensemble([quality.runs_root("toy", []) / f"{p}-s{s}" for s in (0, 1)],
+                                    "click") for p in ("id_only", "em3")}
+    y = ens["em3"]["click"].to_numpy()
+    expected = auc(y, ens["em3"]["pred_click"].to_numpy()) - auc(y, ens["id_only"]["pred_click"].to_numpy())
+    assert gap["auc"]["gain"] == pytest.approx(expected)
+    assert gap["auc"]["users"] == len(np.unique(world["user"])) and gap["auc"]["rows"] == y.size
+    # A large, real gain: the interval holds it and excludes zero.
+    assert 0.2 < gap["auc"]["ci_low"] < gap["auc"]["gain"] < gap["auc"]["ci_high"]
+    assert gap["auc"]["p_value"] < 0.01
+    cold = ens["em3"]["cold_item"].to_numpy()
+    assert gap["auc_cold_item"]["rows"] == int(cold.sum())
+    expected_cold = (auc(y[cold], ens["em3"]["pred_click"].to_numpy()[cold])
+                     - auc(y[cold], ens["id_only"]["pred_click"].to_numpy()[cold]))
+    assert gap["auc_cold_item"]["gain"] == pytest.approx(expected_cold)
+    assert gap["gauc"]["ci_low"] > 0
+
+
+def test_paired_gap_is_none_until_every_run_finished(world: dict) -> None:
+    assert quality.paired_gap("toy", [], [0, 1, 2]) is None
+
+
+def test_paired_gap_refuses_runs_tested_on_different_rows(world: dict) -> None:
+    path = quality.runs_root("toy", []) / "em3-s1" / "predictions" / "test.parquet"
+    frame = pl.read_parquet(path)
+    frame.with_columns(pl.col("row_id") + 1).write_parquet(path)
+    with pytest.raises(ValueError, match="test rows differ"):
+        quality.paired_gap("toy", [], [0, 1])
