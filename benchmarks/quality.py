@@ -26,9 +26,13 @@ import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+if TYPE_CHECKING:
+    import polars as pl
 
 from benchmarks.common import RESULTS_DIR, print_table, target, write_results  # noqa: E402
 
@@ -136,7 +140,7 @@ def prior_rate_alone(name: str, data: Path, run_dir: Path, overrides: list[str])
 PAIRED = ("id_only", "em3")
 
 
-def seed_ensemble(run_dirs: list[Path], label: str):
+def seed_ensemble(run_dirs: list[Path], label: str) -> pl.DataFrame:
     """The test predictions of ``run_dirs`` (one preset, several seeds) as one frame sorted by
     ``row_id``, ``pred_<label>`` replaced by the sigmoid of the mean logit over the seeds."""
     import numpy as np
