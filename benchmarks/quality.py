@@ -172,8 +172,10 @@ def paired_gap(name: str, overrides: list[str], seeds: list[int], n_boot: int = 
         raise ValueError(f"{name}: {PAIRED[0]} and {PAIRED[1]} were tested on different rows")
     out = {"champion": PAIRED[0], "challenger": PAIRED[1], "seeds": list(seeds)}
     for kind, subset in (("auc", None), ("gauc", None), ("auc_cold_item", "cold_item")):
-        rows = a["row_id"].is_not_null() if subset is None else a[subset].fill_null(False)
-        fa, fb = a.filter(rows), b.filter(rows)
+        fa, fb = a, b
+        if subset is not None:
+            rows = a[subset].fill_null(False)
+            fa, fb = a.filter(rows), b.filter(rows)
         res = paired_bootstrap(MetricSpec(f"labels.{label}.{kind}", label, kind, subset),
                                fa[label].to_numpy(), fa[f"pred_{label}"].to_numpy(),
                                fb[f"pred_{label}"].to_numpy(), fa["user_id"].to_numpy(),
