@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -65,3 +67,28 @@ def destroy_process_group() -> None:
     """Leaves the default process group if there is one (safe to call twice)."""
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextmanager
+def process_group(backend: str | None = None,
+                  timeout: timedelta = timedelta(minutes=10)) -> Iterator[DistEnv]:
+    """``init_process_group_from_env`` for the span of a job, torn down before the process ends.
+
+    A group this call created is destroyed on the way out: after a barrier when the job
+    finished (so no rank leaves while another still talks to it), straight away after an
+    error. Why: a process that exits with a live gloo group can abort in interpreter shutdown
+    ("terminate called without an active exception", SIGABRT), as gloo's worker threads still
+    hold work whose tensors need the already finalised interpreter (pytorch/pytorch#190489).
+    A group that existed before the call (a test's, a caller's) is left as it was.
+    """
+    created = not dist.is_initialized()
+    env = init_process_group_from_env(backend, timeout)
+    finished = False
+    try:
+        yield env
+        finished = True
+    finally:
+        if created and dist.is_initialized():
+            if finished and env.world_size > 1:
+                dist.barrier()
+            dist.destroy_process_group()

@@ -13,13 +13,15 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from data.batch import FeatureLayout
 from data.dataset import load_dataset
 from data.prepare import PrepareConfig, prepare
+from data.vocab import Vocab
 from ranking.checkpoint import latest_checkpoint, load_checkpoint
-from ranking.dist import init_process_group_from_env
+from ranking.dist import DistEnv, process_group
 from ranking.sharding import shard_model
 from recsys import rundir
-from recsys.config import load_train_config, train_config_toml
+from recsys.config import TrainConfig, load_train_config, train_config_toml
 from recsys.content_setup import load_item_tokens
 from recsys.errors import UsageError
 from recsys.metrics import compute_metrics
@@ -51,7 +53,25 @@ def evaluate(run: str | Path, data_dir: str | Path, split: str = "test", out: st
     cfg.data.dir = str(data_dir)
     layout, vocabs, prep = load_data_state(run)
     apply_threads(cfg)
-    env = init_process_group_from_env()
+    with process_group() as env:
+        metrics = _score_and_write(run, data_dir, split, out, checkpoint, cfg, layout, vocabs,
+                                   prep, env, progress)
+    if metrics is None:  # ranks other than 0
+        return None
+    if tracking and cfg.tracking.enabled:
+        from recsys.tracking import track_run
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            track_run(out, tracking_uri=tracking_uri or cfg.tracking.uri or None)
+    return metrics
+
+
+def _score_and_write(run: Path, data_dir: str | Path, split: str, out: Path, checkpoint: Path,
+                     cfg: TrainConfig, layout: FeatureLayout, vocabs: dict[str, Vocab],
+                     prep: dict, env: DistEnv, progress: bool) -> dict[str, Any] | None:
+    """Scores ``split`` in the current world; rank 0 writes the evaluation run and returns
+    its metrics, the other ranks return None."""
     dataset = load_dataset(data_dir, allow_missing_media=cfg.data.allow_missing_media)
     prep["fractions"] = tuple(prep.get("fractions", (0.8, 0.1, 0.1)))
     prepared = prepare(dataset, PrepareConfig(**prep), vocabs=vocabs)
@@ -81,10 +101,4 @@ def evaluate(run: str | Path, data_dir: str | Path, split: str = "test", out: st
     rundir.write_predictions(out, split, frame, list(layout.labels))
     rundir.write_metrics(out, metrics)
     rundir.finish_run(out)
-    if tracking and cfg.tracking.enabled:
-        from recsys.tracking import track_run
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("default")
-            track_run(out, tracking_uri=tracking_uri or cfg.tracking.uri or None)
     return metrics

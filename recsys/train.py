@@ -27,7 +27,7 @@ from data.loader import BatchLoader
 from data.prepare import prepare
 from ranking.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from ranking.config import ConfigError
-from ranking.dist import DistEnv, init_process_group_from_env
+from ranking.dist import DistEnv, process_group
 from ranking.optim import dense_parameters, fused_adam_kwargs
 from ranking.sharding import shard_model
 from recsys import rundir
@@ -343,7 +343,22 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, preset: s
     if not cfg.data.dir:
         raise UsageError("no dataset: pass --data DIR or set data.dir in the config")
     run_dir = Path(run_dir)
-    env = init_process_group_from_env()
+    # Every rank leaves the group together before rank 0 tracks the run (which may take a
+    # while, or wait on an unreachable store).
+    with process_group() as env:
+        metrics = _train_and_test(cfg, run_dir, env, resume, preset, progress)
+    if env.is_main and cfg.tracking.enabled:
+        from recsys.tracking import track_run
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            track_run(run_dir, tracking_uri=cfg.tracking.uri or None,
+                      model_name=cfg.tracking.model_name)
+    return metrics
+
+
+def _train_and_test(cfg: TrainConfig, run_dir: Path, env: DistEnv, resume: bool,
+                    preset: str | None, progress: bool) -> dict[str, Any] | None:
     exists = (run_dir / rundir.META_FILE).is_file()
     if exists and not resume:
         raise UsageError(f"{run_dir} already holds a run; pass --resume to continue it or "
@@ -372,11 +387,4 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, preset: s
         raise
     if env.is_main:
         rundir.finish_run(run_dir)
-        if cfg.tracking.enabled:
-            from recsys.tracking import track_run
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("default")
-                track_run(run_dir, tracking_uri=cfg.tracking.uri or None,
-                          model_name=cfg.tracking.model_name)
     return metrics
