@@ -172,12 +172,20 @@ def tiny_text_encoder() -> FrozenTextEncoder:
 
 def _pretrained(source: EncoderSource):
     from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
 
+    # transformers draws a "Loading weights" bar per model; for a frozen tower loaded in well
+    # under a second it is noise on the user's terminal (and in --quiet runs), so it is off.
+    bar_was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
     try:
         return AutoModel.from_pretrained(source.name)
     except (OSError, ValueError) as exc:  # missing files / no or unknown config.json
         where = "directory" if source.kind == "local" else "hub id (offline machines need it cached)"
         raise EncoderError(f"cannot load model from {where} '{source.name}': {exc}") from exc
+    finally:
+        if bar_was_on:
+            hf_logging.enable_progress_bar()
 
 
 def load_vision_encoder(spec: str) -> FrozenVisionEncoder:

@@ -18,8 +18,10 @@ the caller expects, with a message naming the mismatch.
 from __future__ import annotations
 
 import datetime as _dt
+import fcntl
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,7 @@ FORMAT = 1
 DEFAULT_TOKENS = 32
 MANIFEST = "manifest.json"
 DONE = "done.bool"
+LOCK = ".lock"
 FILES = {"vision": "vision.f16", "vision_mask": "vision_mask.bool",
          "text": "text.f16", "text_mask": "text_mask.bool"}
 
@@ -119,6 +122,28 @@ def _producers(dataset: Dataset, vision: str, text: str, tokens: int | None,
     return v, t
 
 
+@contextmanager
+def _build_lock(directory: Path, progress: bool) -> Iterator[None]:
+    """Holds ``directory/.lock`` exclusively while a cache is built there.
+
+    Two processes building the same cache (two trainings started at once on one dataset)
+    would otherwise both create the files, the second truncating rows the first had written
+    and marked done; with the lock the second waits and then finds the cache complete.
+    """
+    with open(directory / LOCK, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if progress:
+                print(f"waiting for another process to finish the token cache {directory}",
+                      flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def build_token_cache(dataset_or_dir: Dataset | str | Path, out_dir: str | Path | None = None,
                       vision: str = "tiny", text: str = "tiny", tokens: int | None = DEFAULT_TOKENS,
                       batch_size: int = 64, progress: bool = True, allow_missing_media: bool = False,
@@ -149,13 +174,22 @@ def build_token_cache(dataset_or_dir: Dataset | str | Path, out_dir: str | Path 
         raise EncoderError(f"batch_size must be >= 1, got {batch_size}")
     dataset = (dataset_or_dir if isinstance(dataset_or_dir, Dataset)
                else load_dataset(dataset_or_dir, allow_missing_media=allow_missing_media))
-    items = dataset.items
-    n = items.height
-    if n == 0:
+    if dataset.items.height == 0:
         raise DataError(Problem(str(dataset.root), "the item table is empty"))
     settings = cache_settings(vision, text, tokens)
     out = Path(out_dir) if out_dir is not None else default_cache_dir(dataset.root, vision, text, tokens)
     out.mkdir(parents=True, exist_ok=True)
+    with _build_lock(out, progress):
+        return _build_locked(dataset, out, settings, vision, text, tokens, batch_size, progress,
+                             allow_missing_media, overwrite, on_batch)
+
+
+def _build_locked(dataset: Dataset, out: Path, settings: dict, vision: str, text: str,
+                  tokens: int | None, batch_size: int, progress: bool, allow_missing_media: bool,
+                  overwrite: bool, on_batch: Callable[[int, int], None] | None) -> Path:
+    """``build_token_cache`` with the directory's lock held."""
+    items = dataset.items
+    n = items.height
     fingerprint = content_fingerprint(items)
 
     manifest = _read_manifest(out)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +100,57 @@ def test_interrupted_build_refuses_to_open_then_resumes_to_identical_content(bui
     resumed, fresh = TokenCache.open(out), TokenCache.open(reference)
     for key in ("vision", "vision_mask", "text", "text_mask"):
         assert torch.equal(getattr(resumed, key), getattr(fresh, key)), key
+
+
+BUILD = """
+import sys, time
+from pathlib import Path
+from multimodal.token_cache import build_token_cache
+
+def hold(done, total):
+    # The first builder stops after its first item until the test says go (file GO exists).
+    go = Path(sys.argv[4])
+    while done == 1 and sys.argv[5] == "hold" and not go.exists():
+        time.sleep(0.02)
+
+build_token_cache(sys.argv[1], sys.argv[2], tokens=int(sys.argv[3]), batch_size=1, on_batch=hold)
+print("built", flush=True)
+"""
+
+
+def test_two_processes_building_one_cache_take_turns_and_agree(built, tmp_path):
+    _, reference = built
+    root = write_dataset(tmp_path / "ds")
+    out, go = tmp_path / "cache", tmp_path / "go"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+
+    def builder(role: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", BUILD, str(root), str(out), str(TOKENS),
+                                 str(go), role], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=env)
+
+    first = builder("hold")
+    deadline = time.time() + 120
+    while not (out / "done.bool").is_file() and time.time() < deadline:
+        time.sleep(0.02)  # the first builder holds the lock and has started encoding
+    second = builder("free")
+    try:
+        # The second one says it waits, and does: it cannot finish while the first holds on.
+        assert second.stdout.readline().startswith("waiting for another process to finish")
+        time.sleep(0.5)
+        assert second.poll() is None and first.poll() is None
+    finally:
+        go.touch()
+    first_out, first_err = first.communicate(timeout=120)
+    second_out, second_err = second.communicate(timeout=120)
+    assert first.returncode == 0 and second.returncode == 0, first_err[-2000:] + second_err[-2000:]
+    assert first_out == second_out == "built\n"
+    # The second found the cache complete and encoded nothing: the files are the first's, row
+    # for row what a single build writes.
+    assert "encoding items" in first_err and "encoding items" not in second_err
+    together, alone = TokenCache.open(out), TokenCache.open(reference)
+    for key in ("vision", "vision_mask", "text", "text_mask"):
+        assert torch.equal(getattr(together, key), getattr(alone, key)), key
 
 
 def test_stale_and_mismatched_caches_are_refused_with_the_mismatch_named(built, tmp_path):
