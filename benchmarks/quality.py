@@ -11,7 +11,9 @@ seeds it adds the row a user choosing the history mode on validation would get: 
 one of the two with the higher validation AUC, scored on test; and a reference row without
 any model, the test rows scored with their user's prior rate alone. For ``em3`` − ``id_only``
 it also records a 95% interval ("paired"): a paired bootstrap over test users of the two
-presets' seed ensembles, the test split's share of the noise. MovieLens is
+presets' seed ensembles, the test split's share of the noise. On MovieLens the ``PRETRAINED``
+rows train a preset with a real pretrained text tower (all-MiniLM-L6-v2, fetched from PyPI by
+``benchmarks/pretrained.py``) in place of the random ``tiny`` one. MovieLens is
 read from the project's shared data folder (``../shared/data/movielens-small``) and skipped
 cleanly when absent; it is prepared once into ``benchmarks/.data`` (git-ignored).
 """
@@ -48,6 +50,13 @@ SELECTED = "em3 or em3_frozen_seq, picked on valid AUC"
 # A reference row without any model: every test row scored with its user's prior rate, the
 # smoothed rate of the primary label over the user's earlier rows (data/prior_rate.py).
 PRIOR_ALONE = "prior rate alone (no model)"
+# Rows of a preset trained with a pretrained text tower in place of the random ``tiny`` one:
+# row name -> (preset, encoder of benchmarks/pretrained.py, text tokens kept per item). On
+# MovieLens only: its item text (title, genres, tags) is real language, and a pretrained text
+# model is what a user brings to real data; the synthetic world's titles are drawn from topic
+# word lists that the model is trained to find without one.
+PRETRAINED = {"em3 + MiniLM text": ("em3", "minilm", 32)}
+PRETRAINED_DATASETS = ("movielens",)
 
 
 def dataset_dir(name: str) -> Path | None:
@@ -81,6 +90,21 @@ def runs_root(name: str, overrides: list[str]) -> Path:
     """Where the finished runs of dataset ``name`` are kept for reuse; runs trained with
     ``--set`` overrides get their own folder, so they never reuse (or pass for) default runs."""
     return WORK / "runs" / f"{name}{overrides_key(overrides)}"
+
+
+def row_setup(row: str) -> tuple[str, str, list[str]] | None:
+    """(preset, run directory stem, extra overrides) of a row of the table: a preset as it
+    ships, or a ``PRETRAINED`` row; None when its encoder cannot be fetched (skipped)."""
+    if row not in PRETRAINED:
+        return row, row, []
+    from benchmarks.pretrained import ensure_encoder
+
+    preset, encoder, tokens = PRETRAINED[row]
+    path = ensure_encoder(encoder)
+    if path is None:
+        return None
+    return preset, f"{preset}+{encoder}", [f"content.text={json.dumps(str(path))}",
+                                           f"content.tokens={tokens}"]
 
 
 def train_once(data: Path, preset: str, seed: int, run_dir: Path, overrides: list[str]) -> dict:
@@ -219,6 +243,14 @@ def selected_on_valid(name: str, overrides: list[str]) -> tuple[dict, list[dict]
     return row, runs
 
 
+def target_key(row: str) -> str:
+    """``em3`` → ``em3``; a ``PRETRAINED`` row → ``<preset>_<encoder>`` (``em3_minilm``)."""
+    if row in PRETRAINED:
+        preset, encoder, _ = PRETRAINED[row]
+        return f"{preset}_{encoder}"
+    return row
+
+
 def run_seconds(run_dir: Path) -> float | None:
     """Wall time of the training run (from its run.json), also when the run was reused."""
     info = json.loads((run_dir / "run.json").read_text())
@@ -238,7 +270,9 @@ def summarise(values: list[float | None]) -> tuple[float | None, float | None]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["synth", "movielens"])
-    parser.add_argument("--presets", nargs="+", default=list(PRESETS))
+    parser.add_argument("--presets", nargs="+", default=[*PRESETS, *PRETRAINED],
+                        help="presets, and rows with a pretrained text tower "
+                             f"({', '.join(repr(r) for r in PRETRAINED)}; MovieLens only)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="config override for every run (repeatable); such runs are kept "
@@ -251,10 +285,16 @@ def main() -> int:
         if data is None:
             continue
         for preset in args.presets:
+            if preset in PRETRAINED and name not in PRETRAINED_DATASETS:
+                continue
+            setup = row_setup(preset)
+            if setup is None:
+                continue
+            trained, stem, extra = setup
             runs = []
             for seed in args.seeds:
-                run_dir = runs_root(name, args.overrides) / f"{preset}-s{seed}"
-                m = train_once(data, preset, seed, run_dir, args.overrides)
+                run_dir = runs_root(name, args.overrides) / f"{stem}-s{seed}"
+                m = train_once(data, trained, seed, run_dir, [*extra, *args.overrides])
                 label = next(iter(m["labels"]))
                 runs.append({"seed": seed, "label": label, "seconds": run_seconds(run_dir),
                              **{k: m["labels"][label][k] for k in METRICS},
@@ -284,23 +324,26 @@ def main() -> int:
         raw = {k: v for k, v in old.get("runs", {}).items() if k not in done} | raw
     for name in dict.fromkeys(r["dataset"] for r in rows):
         picked = selected_on_valid(name, args.overrides)
+        if picked is None:  # its runs are not here: the recorded row (if any) stays
+            continue
         rows = [r for r in rows if (r["dataset"], r["preset"]) != (name, SELECTED)]
-        raw.pop(f"{name}/{SELECTED}", None)
-        if picked is not None:
-            rows.append(picked[0])
-            raw[f"{name}/{SELECTED}"] = picked[1]
-    order = {p: i for i, p in enumerate((*PRESETS, SELECTED, PRIOR_ALONE))}
+        rows.append(picked[0])
+        raw[f"{name}/{SELECTED}"] = picked[1]
+    order = {p: i for i, p in enumerate((*PRESETS, *PRETRAINED, SELECTED, PRIOR_ALONE))}
     rows.sort(key=lambda r: (r["dataset"] != "synth", order.get(r["preset"], 99)))
     print_table(rows, ["dataset", "preset", "label", "seeds", "auc", "auc_std", "gauc", "gauc_std",
                        "auc_cold_item", "auc_cold_item_std", "gauc_cold_item", "gauc_cold_item_std"])
     targets = []
     for name in dict.fromkeys(r["dataset"] for r in rows):
         by = {r["preset"]: r for r in rows if r["dataset"] == name}
-        if "id_only" in by and "em3" in by and by["em3"]["auc_cold_item"] is not None:
-            targets.append(target(f"{name}_em3_minus_id_only_auc_cold_item",
-                                  by["em3"]["auc_cold_item"] - by["id_only"]["auc_cold_item"], ">=", 0.01))
-            targets.append(target(f"{name}_em3_minus_id_only_auc",
-                                  by["em3"]["auc"] - by["id_only"]["auc"], ">=", -0.002))
+        for row in ("em3", *PRETRAINED):
+            if "id_only" not in by or row not in by or by[row]["auc_cold_item"] is None:
+                continue
+            key = target_key(row)
+            targets.append(target(f"{name}_{key}_minus_id_only_auc_cold_item",
+                                  by[row]["auc_cold_item"] - by["id_only"]["auc_cold_item"], ">=", 0.01))
+            targets.append(target(f"{name}_{key}_minus_id_only_auc",
+                                  by[row]["auc"] - by["id_only"]["auc"], ">=", -0.002))
     for t in targets:
         print(f"target {t['name']}: {t['value']:+.4f} ({t['target']}) {'met' if t['met'] else 'NOT met'}")
     # Like the rows: a dataset whose runs are not here (MovieLens absent) keeps its record.

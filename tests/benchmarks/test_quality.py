@@ -84,3 +84,19 @@ def test_paired_gap_refuses_runs_tested_on_different_rows(world: dict) -> None:
     frame.with_columns(pl.col("row_id") + 1).write_parquet(path)
     with pytest.raises(ValueError, match="test rows differ"):
         quality.paired_gap("toy", [], [0, 1])
+
+
+def test_a_pretrained_row_trains_its_preset_with_the_fetched_text_tower(tmp_path, monkeypatch):
+    from benchmarks import pretrained
+    from recsys.config import load_train_config
+
+    monkeypatch.setattr(pretrained, "ensure_encoder", lambda name: tmp_path / name)
+    preset, stem, extra = quality.row_setup("em3 + MiniLM text")
+    assert (preset, stem) == ("em3", "em3+minilm")
+    cfg = load_train_config(preset, extra)  # overrides the config accepts
+    assert (cfg.content.text, cfg.content.tokens) == (str(tmp_path / "minilm"), 32)
+    assert quality.target_key("em3 + MiniLM text") == "em3_minilm"
+    assert quality.row_setup("em3") == ("em3", "em3", []) and quality.target_key("em3") == "em3"
+    # No wheel to be had (no network, say): the row is skipped, not trained with tiny towers.
+    monkeypatch.setattr(pretrained, "ensure_encoder", lambda name: None)
+    assert quality.row_setup("em3 + MiniLM text") is None
