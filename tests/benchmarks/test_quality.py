@@ -100,3 +100,16 @@ def test_a_pretrained_row_trains_its_preset_with_the_fetched_text_tower(tmp_path
     # No wheel to be had (no network, say): the row is skipped, not trained with tiny towers.
     monkeypatch.setattr(pretrained, "ensure_encoder", lambda name: None)
     assert quality.row_setup("em3 + MiniLM text") is None
+
+
+def test_paired_gap_of_a_pretrained_row_reads_its_own_runs(world: dict) -> None:
+    import shutil
+
+    root = quality.runs_root("toy", [])
+    assert quality.paired_gap("toy", [], [0, 1], n_boot=200, challenger="em3 + MiniLM text") is None
+    for seed in (0, 1):  # the row's runs are em3+minilm-s<seed>; here, copies of em3's
+        shutil.copytree(root / f"em3-s{seed}", root / f"em3+minilm-s{seed}")
+    row = quality.paired_gap("toy", [], [0, 1], n_boot=200, challenger="em3 + MiniLM text")
+    em3 = quality.paired_gap("toy", [], [0, 1], n_boot=200)
+    assert row["challenger"] == "em3 + MiniLM text" and row["champion"] == "id_only"
+    assert row["auc"] == em3["auc"] and row["auc_cold_item"] == em3["auc_cold_item"]
