@@ -36,13 +36,13 @@ def targets_for(rows: list[dict[str, Any]], dataset: str) -> list[dict[str, Any]
            target(f"train_samples_per_s_ratio_id_only_over_fuxictr_din_{dataset}", speedup,
                   ">=", SPEEDUP)]
     for preset in ("em3", *PRETRAINED):  # em3, and em3 with a pretrained text tower
-        em3 = em3_reference(dataset, preset)
-        if em3 is None:
+        ref = em3_reference(dataset, preset)
+        if ref is None:
             continue
         for key, name in (("test_auc", "auc"), ("auc_cold_item", "auc_cold_item")):
             best = max(mean(OURS, key), mean(peer, key))
             out.append(target(f"{target_key(preset)}_minus_best_of_id_only_and_fuxictr_din_"
-                              f"{name}_{dataset}", em3[key] - best, ">", 0.0))
+                              f"{name}_{dataset}", ref[key] - best, ">", 0.0))
     return out
 
 

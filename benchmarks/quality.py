@@ -93,19 +93,18 @@ def runs_root(name: str, overrides: list[str]) -> Path:
     return WORK / "runs" / f"{name}{overrides_key(overrides)}"
 
 
-def row_setup(row: str) -> tuple[str, str, list[str]] | None:
-    """(preset, run directory stem, extra overrides) of a row of the table: a preset as it
-    ships, or a ``PRETRAINED`` row; None when its encoder cannot be fetched (skipped)."""
+def row_setup(row: str) -> tuple[str, list[str]] | None:
+    """(preset, extra overrides) of a row of the table: a preset as it ships, or a
+    ``PRETRAINED`` row; None when its encoder cannot be fetched (skipped)."""
     if row not in PRETRAINED:
-        return row, row, []
+        return row, []
     from benchmarks.pretrained import ensure_encoder
 
     preset, encoder, tokens = PRETRAINED[row]
     path = ensure_encoder(encoder)
     if path is None:
         return None
-    return preset, run_stem(row), [f"content.text={json.dumps(str(path))}",
-                                   f"content.tokens={tokens}"]
+    return preset, [f"content.text={json.dumps(str(path))}", f"content.tokens={tokens}"]
 
 
 def run_stem(row: str) -> str:
@@ -258,10 +257,7 @@ def selected_on_valid(name: str, overrides: list[str]) -> tuple[dict, list[dict]
 
 def target_key(row: str) -> str:
     """``em3`` → ``em3``; a ``PRETRAINED`` row → ``<preset>_<encoder>`` (``em3_minilm``)."""
-    if row in PRETRAINED:
-        preset, encoder, _ = PRETRAINED[row]
-        return f"{preset}_{encoder}"
-    return row
+    return run_stem(row).replace("+", "_")
 
 
 def run_seconds(run_dir: Path) -> float | None:
@@ -303,10 +299,10 @@ def main() -> int:
             setup = row_setup(preset)
             if setup is None:
                 continue
-            trained, stem, extra = setup
+            trained, extra = setup
             runs = []
             for seed in args.seeds:
-                run_dir = runs_root(name, args.overrides) / f"{stem}-s{seed}"
+                run_dir = runs_root(name, args.overrides) / f"{run_stem(preset)}-s{seed}"
                 m = train_once(data, trained, seed, run_dir, [*extra, *args.overrides])
                 label = next(iter(m["labels"]))
                 runs.append({"seed": seed, "label": label, "seconds": run_seconds(run_dir),

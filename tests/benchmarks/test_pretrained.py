@@ -6,7 +6,6 @@ the real ``pip download`` from a local folder, so the whole path runs without a 
 
 from __future__ import annotations
 
-import hashlib
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -39,10 +38,6 @@ def _build_wheel(folder: Path, model_dir: Path) -> Path:
     return wheel
 
 
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> tuple[Path, Path, pretrained.PackagedModel]:
     """(saved model dir, find-links folder with its wheel, the pins of that wheel)."""
@@ -57,8 +52,8 @@ def served(tmp_path_factory) -> tuple[Path, Path, pretrained.PackagedModel]:
     tiny_tokenizer().save_pretrained(saved)
     wheel = _build_wheel(root / "links", saved)
     pins = pretrained.PackagedModel(
-        package=PACKAGE, version=VERSION, wheel_sha256=_sha(wheel), member=f"{MODULE}/model/",
-        weights_sha256=_sha(saved / "model.safetensors"), upstream="a toy BERT",
+        package=PACKAGE, version=VERSION, wheel_sha256=pretrained.sha256(wheel), member=f"{MODULE}/model/",
+        weights_sha256=pretrained.sha256(saved / "model.safetensors"), upstream="a toy BERT",
         dir_name="toy-bert")
     return saved, wheel.parent, pins
 

@@ -91,12 +91,13 @@ def test_a_pretrained_row_trains_its_preset_with_the_fetched_text_tower(tmp_path
     from recsys.config import load_train_config
 
     monkeypatch.setattr(pretrained, "ensure_encoder", lambda name: tmp_path / name)
-    preset, stem, extra = quality.row_setup("em3 + MiniLM text")
-    assert (preset, stem) == ("em3", "em3+minilm")
+    preset, extra = quality.row_setup("em3 + MiniLM text")
+    assert (preset, quality.run_stem("em3 + MiniLM text")) == ("em3", "em3+minilm")
     cfg = load_train_config(preset, extra)  # overrides the config accepts
     assert (cfg.content.text, cfg.content.tokens) == (str(tmp_path / "minilm"), 32)
     assert quality.target_key("em3 + MiniLM text") == "em3_minilm"
-    assert quality.row_setup("em3") == ("em3", "em3", []) and quality.target_key("em3") == "em3"
+    assert quality.row_setup("em3") == ("em3", []) and quality.run_stem("em3") == "em3"
+    assert quality.target_key("em3") == "em3"
     # No wheel to be had (no network, say): the row is skipped, not trained with tiny towers.
     monkeypatch.setattr(pretrained, "ensure_encoder", lambda name: None)
     assert quality.row_setup("em3 + MiniLM text") is None
