@@ -309,6 +309,29 @@ class OverArch(nn.Module):
 _UNSAFE = re.compile(r"[^0-9A-Za-z_]")
 
 
+class PriorOffset(nn.Module):
+    """A learned scale times a logit-valued feature, added to a head's logit (B → B).
+
+    For ``RankingConfig.prior_offset``: the user's prior-rate logit enters the primary head
+    directly, so the tower only has to learn the residual over the user's own rate, and a user
+    harsher (or kinder) than any seen in training is extrapolated linearly instead of through
+    the tower's saturating response. Starts at 1 (the feature is already a logit of the label
+    it offsets); a module with ``reset_parameters`` so DMP materialises it from ``meta``.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.empty(1, device=device))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.scale.fill_(1.0)
+
+    def forward(self, logit: torch.Tensor) -> torch.Tensor:
+        return self.scale * logit
+
+
 class TaskHeads(nn.Module):
     """One logit per task (labels and retention labels), each its own linear layer.
 

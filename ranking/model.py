@@ -17,6 +17,7 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from data.batch import USER_FEATURE, Batch, FeatureLayout
+from data.prior_rate import LOGIT_FEATURE
 from data.vocab import OOV_INDEX
 from ranking.archs import (
     DCNInteraction,
@@ -24,6 +25,7 @@ from ranking.archs import (
     DLRMInteraction,
     OverArch,
     Positions,
+    PriorOffset,
     RetentionTower,
     SparseArch,
     TaskHeads,
@@ -102,6 +104,10 @@ class RankingModel(nn.Module):
         # Where the user ID embedding sits in the pooled B x F x D stack (the retention tower
         # reads it); -1 without that tower.
         self._user_slot = list(layout.pooled).index(USER_FEATURE) if own else -1
+        # Where ``prior_logit`` sits in ``batch.dense``; -1 without the offset.
+        self._prior_slot = (list(layout.dense).index(LOGIT_FEATURE)
+                            if config.prior_offset and LOGIT_FEATURE in layout.dense else -1)
+        self.prior_offset = PriorOffset(device) if self._prior_slot >= 0 else None
         # Set by ``compile_dense_tower``; a plain attribute, not part of the state dict.
         self._compiled_dense: Callable[..., dict[str, torch.Tensor]] | None = None
 
@@ -182,6 +188,10 @@ class RankingModel(nn.Module):
         with torch.autocast("cpu", enabled=False):
             tower = tower.float()
             logits = self.heads(tower)
+            if self.prior_offset is not None:
+                primary = self.layout.labels[0]
+                logits[primary] = logits[primary] + self.prior_offset(
+                    dense_features[:, self._prior_slot].float())
             if self.retention is not None:
                 logits.update(self.retention(tower, pooled[:, self._user_slot].float()))
         return logits

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -194,6 +195,21 @@ class TrainConfig:
 def load_train_config(source: str | Path, overrides: list[str] | None = None) -> TrainConfig:
     """A preset name (``em3``, ``id_only``, ...) or a TOML path, with ``key=value`` overrides."""
     return load_config(TrainConfig, source, overrides)
+
+
+# Settings added after runs had been saved, with the value that reproduces how such a run
+# trained (its config.toml has no key for them; today's default may differ).
+_BEFORE_SETTING_EXISTED = {("ranking", "prior_offset"): "false"}
+
+
+def load_run_config(path: str | Path) -> TrainConfig:
+    """A saved run's ``config.toml``: a setting the file has no key for (the run predates it)
+    takes the value the run was trained with, not today's default."""
+    saved = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    missing = [f"{section}.{key}={value}"
+               for (section, key), value in _BEFORE_SETTING_EXISTED.items()
+               if key not in saved.get(section, {})]
+    return load_train_config(path, missing)
 
 
 def train_config_toml(cfg: TrainConfig) -> str:

@@ -21,7 +21,7 @@ from ranking.checkpoint import latest_checkpoint, load_checkpoint
 from ranking.dist import DistEnv, process_group
 from ranking.sharding import shard_model
 from recsys import rundir
-from recsys.config import TrainConfig, load_train_config, train_config_toml
+from recsys.config import TrainConfig, load_run_config, train_config_toml
 from recsys.content_setup import load_item_tokens
 from recsys.errors import UsageError
 from recsys.metrics import compute_metrics
@@ -49,7 +49,7 @@ def evaluate(run: str | Path, data_dir: str | Path, split: str = "test", out: st
     out = Path(out) if out is not None else run / f"eval-{split}"
     if (out / rundir.META_FILE).exists():
         raise UsageError(f"{out} already holds an evaluation; pass another --out")
-    cfg = load_train_config(run / rundir.CONFIG_FILE)
+    cfg = load_run_config(run / rundir.CONFIG_FILE)
     cfg.data.dir = str(data_dir)
     layout, vocabs, prep = load_data_state(run)
     apply_threads(cfg)

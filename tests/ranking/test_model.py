@@ -156,7 +156,8 @@ def test_dense_features_enter_as_one_more_feature_and_are_checked():
     world = toy_world()
     layout = dataclasses.replace(world.layout, dense=("prior_logit",))
     batch = world.batches(16, 16, seed=0)[0]
-    config = RankingConfig(embedding_dim=4, over_arch=(8,))
+    # Without the offset (next test): here the feature reaches the logit through dense_proj only.
+    config = RankingConfig(embedding_dim=4, over_arch=(8,), prior_offset=False)
     torch.manual_seed(0)
     plain = RankingModel(world.layout, config)
     torch.manual_seed(0)
@@ -175,6 +176,34 @@ def test_dense_features_enter_as_one_more_feature_and_are_checked():
     torch.testing.assert_close(high, same)
     high.sum().backward()
     assert model.dense_proj.weight.grad is not None and model.dense_proj.weight.grad.abs().sum() > 0
+
+
+def test_prior_offset_adds_the_scaled_prior_logit_to_the_primary_head_only():
+    world = toy_world()
+    layout = dataclasses.replace(world.layout, dense=("prior_logit",))
+    batch = world.batches(16, 16, seed=0)[0]
+    torch.manual_seed(0)
+    plain = RankingModel(layout, RankingConfig(embedding_dim=4, over_arch=(8,), prior_offset=False))
+    assert plain.prior_offset is None
+    torch.manual_seed(0)
+    model = RankingModel(layout, RankingConfig(embedding_dim=4, over_arch=(8,)))  # the default
+    model.load_state_dict({**plain.state_dict(), "prior_offset.scale": torch.tensor([1.0])})
+    prior = torch.linspace(-4, 4, 16).unsqueeze(1)
+    with_prior = dataclasses.replace(batch, dense=prior)
+    base, out = plain(with_prior).logits, model(with_prior).logits
+    # Starts at scale 1: the primary logit is the tower's plus the prior logit itself.
+    primary, *others = layout.labels + layout.retention_labels
+    torch.testing.assert_close(out[primary], base[primary] + prior.squeeze(1))
+    for head in others:
+        torch.testing.assert_close(out[head], base[head])
+    # The scale trains, with the gradient of the primary logit times the feature.
+    out[primary].sum().backward()
+    torch.testing.assert_close(model.prior_offset.scale.grad, prior.sum().reshape(1))
+    # A layout without the feature gets no offset; the meta build materialises it at 1.
+    assert RankingModel(world.layout, RankingConfig(embedding_dim=4, prior_offset=True)).prior_offset is None
+    meta = RankingModel(layout, RankingConfig(embedding_dim=4, prior_offset=True), device="meta")
+    meta.prior_offset.to_empty(device="cpu").reset_parameters()
+    assert meta.prior_offset.scale.item() == 1.0
 
 
 def test_history_content_changes_scores_only_through_valid_positions():
