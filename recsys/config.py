@@ -212,5 +212,26 @@ def load_run_config(path: str | Path) -> TrainConfig:
     return load_train_config(path, missing)
 
 
+# What a resumed run may change: where things are and how fast they run, and how long it
+# trains; everything else decides what the run is and must match the saved config.
+_FREE_ON_RESUME = ("name", "data.dir", "ranking.cpu_precision", "train.epochs", "train.patience",
+                   "train.threads", "train.compile", "train.checkpoint_every",
+                   "train.eval_batch_size", "tracking.")
+
+
+def resume_differences(saved: TrainConfig, given: TrainConfig) -> list[str]:
+    """The settings where ``given`` (the config a resume was started with) departs from
+    ``saved`` (the run's, ``load_run_config``) other than ``_FREE_ON_RESUME``, as
+    ``"section.key: run <v>, given <v>"``, sorted."""
+    def flat(d: dict, prefix: str = "") -> dict[str, object]:
+        out: dict[str, object] = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+    a, b = flat(config_to_dict(saved)), flat(config_to_dict(given))
+    return [f"{k}: run {a.get(k)!r}, given {b.get(k)!r}" for k in sorted(a.keys() | b.keys())
+            if a.get(k) != b.get(k) and not k.startswith(_FREE_ON_RESUME)]
+
+
 def train_config_toml(cfg: TrainConfig) -> str:
     return to_toml(config_to_dict(cfg))

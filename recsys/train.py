@@ -31,7 +31,7 @@ from ranking.dist import DistEnv, process_group
 from ranking.optim import dense_parameters, fused_adam_kwargs
 from ranking.sharding import shard_model
 from recsys import rundir
-from recsys.config import TrainConfig, train_config_toml
+from recsys.config import TrainConfig, load_run_config, resume_differences, train_config_toml
 from recsys.content_setup import load_item_tokens
 from recsys.errors import UsageError
 from recsys.metrics import compute_metrics
@@ -367,6 +367,12 @@ def _train_and_test(cfg: TrainConfig, run_dir: Path, env: DistEnv, resume: bool,
         raise UsageError(f"--resume: {run_dir} holds no run to continue")
     if resume and rundir.read_meta(run_dir).get("status") == "finished":
         raise UsageError(f"--resume: the run in {run_dir} has already finished")
+    if resume:
+        changed = resume_differences(load_run_config(run_dir / rundir.CONFIG_FILE), cfg)
+        if changed:
+            raise UsageError(f"--resume: {run_dir / rundir.CONFIG_FILE} was trained with other "
+                             f"settings than given ({'; '.join(changed)}); resume with the run's "
+                             "settings (--set them) or train into another --out")
     trainer = Trainer(cfg, run_dir, env, progress)
     if env.is_main and not exists:
         rundir.init_run(run_dir, config_toml=train_config_toml(cfg), kind="train", preset=preset,

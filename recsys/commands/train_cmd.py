@@ -26,7 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "content.seq_mode='\"frozen\"' (values are TOML; bare words are strings)")
     train.add_argument("--out", type=Path, help="run directory (default runs/<name>-<time>)")
     train.add_argument("--resume", action="store_true",
-                       help="continue the run in --out from its last checkpoint")
+                       help="continue the run in --out from its last checkpoint; give the "
+                       "run's config and --set values again (more epochs, other threads or "
+                       "paths are allowed; any other difference is refused)")
     train.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///mlflow.db)")
     train.add_argument("--no-track", action="store_true", help="do not log to MLflow")
     train.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -219,6 +219,27 @@ def test_killed_run_resumes_to_the_same_result(world, tmp_path, preset):
         ("bf16 autocast (CPU)" if bf16 else "float32")
 
 
+def test_resume_with_other_settings_is_refused_before_anything_is_touched(world, tmp_path):
+    """A resume continues the run that was started: a changed setting that decides what the run
+    is (here the dropout, and the prior offset that a run saved before it existed lacks) stops
+    it with exit 2 before any data is prepared; epochs, threads and paths may change."""
+    from recsys import rundir
+    from recsys.config import train_config_toml
+
+    saved = train_config_toml(load_train_config("id_only", TINY))
+    run = tmp_path / "run"
+    rundir.init_run(run, config_toml=saved.replace("prior_offset = true\n", ""), preset="id_only")
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    args = ["train", "id_only", "--data", str(world), "--out", str(run), "--quiet", "--resume",
+            *set_args([*TINY, "train.epochs=3", "ranking.dropout=0.3"])]
+    refused = run_recsys(*args)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "ranking.dropout: run 0.0, given 0.3" in refused.stderr
+    assert "ranking.prior_offset: run False, given True" in refused.stderr
+    assert "epochs" not in refused.stderr and "threads" not in refused.stderr
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
 @pytest.mark.slow
 def test_two_process_torchrun_training_writes_metrics(world, tmp_path):
     out = tmp_path / "dist"
