@@ -49,6 +49,15 @@ BEFORE_ITEM_DROPOUT = {"commit": "6037dac",
                        ("movielens", "id_only"): (0.8259, 0.7939),
                        ("synth", "id_only"): (0.6792, 0.6127)}
 
+# Recorded in benchmarks/results/quality.json at commit fc685a9, before the prior logit was
+# added to the primary head's logit (``ranking.prior_offset``): AUC / cold-item AUC, 3 seeds.
+BEFORE_PRIOR_OFFSET = {"commit": "fc685a9",
+                       ("movielens", "id_only"): (0.8245, 0.7833),
+                       ("movielens", "em3"): (0.8192, 0.7871),
+                       ("synth", "id_only"): (0.6826, 0.6173),
+                       ("synth", "em3"): (0.7456, 0.6990),
+                       "movielens_em3_auc_std": 0.0076}
+
 
 def _vs(diff: float, level: float = 0.003) -> str:
     """'level with', 'ahead of' or 'behind', for a difference of means."""
@@ -71,10 +80,15 @@ def readings(q: dict, p: dict, step: dict, tower: dict,
         return f"{g['gain']:+.4f} [{g['ci_low']:+.4f}, {g['ci_high']:+.4f}]"
 
     def holds_zero(ds):
-        kinds = ("auc", "gauc", "auc_cold_item")
-        n = sum(pg[ds][k]['ci_low'] <= 0 <= pg[ds][k]['ci_high'] for k in kinds)
-        return {3: "every interval holds zero", 0: "no interval holds zero"}.get(
-            n, f"{n} of the 3 intervals hold zero")
+        names = {"auc": "AUC", "gauc": "GAUC", "auc_cold_item": "cold-item AUC"}
+        outside = [k for k in names if not pg[ds][k]['ci_low'] <= 0 <= pg[ds][k]['ci_high']]
+        if not outside:
+            return "every interval holds zero"
+        if len(outside) == len(names):
+            return "no interval holds zero"
+        return "only " + " and ".join(
+            f"the {names[k]} interval, which lies {'above' if pg[ds][k]['ci_low'] > 0 else 'below'} zero,"
+            for k in outside) + " excludes zero"
 
     def seedvals(ds, preset, key="auc_cold_item"):
         rs = sorted(runs[f"{ds}/{preset}"], key=lambda r: r["seed"])
@@ -184,7 +198,13 @@ user they are still ordered near chance). Its AUC, {mm['auc']:.4f} ({seedvals('m
 are ranked against each other (above), and item text does not say that.{paired_text()} Validation AUC could
 not have told: its 3-seed means are {valid['lo']:.4f}–{valid['hi']:.4f} over the {valid['n']} MovieLens rows of
 trained models, `id_only` {valid['id_only']:.4f}, this row {valid[name]:.4f}."""
+    def loss_effect(name, without):
+        """What a loss adds or costs ``em3`` on MovieLens: ``em3`` against the row without it."""
+        da, dc = me["auc"] - without["auc"], me["auc_cold_item"] - without["auc_cold_item"]
+        return (f"{name} {'adds' if da > 0 else 'costs'} {abs(da):.4f} AUC and "
+                f"{'adds' if dc > 0 else 'costs'} {abs(dc):.4f} cold-item AUC")
     bu = between_users()
+    bo = BEFORE_PRIOR_OFFSET
     b_id, b_em3, b_fz = (before[("movielens", p)] for p in ("id_only", "em3", "em3_frozen_seq"))
     ub, bi = BEFORE_USER_DROPOUT, BEFORE_ITEM_DROPOUT
     reading_quality = f"""Cold-item GAUC is the per-user AUC over the cold-item rows only: it asks whether each user's
@@ -236,12 +256,19 @@ On MovieLens (610 users, 76 of them in test) the prior rate is most of the answe
   README, "Users never seen in training"). With that row left at its random initial value,
   `id_only` scored {ub[('movielens', 'id_only')][0]:.4f} / {ub[('movielens', 'id_only')][1]:.4f} and `em3` {ub[('movielens', 'em3')][0]:.4f} / {ub[('movielens', 'em3')][1]:.4f} (quality.json at commit {ub['commit']}); on
   the synthetic world, where every test user is known, it moved `id_only` by
-  {SYNTH_ID_ONLY_BEFORE_OWN_TOWER - ub[('synth', 'id_only')][0]:+.4f} (to {SYNTH_ID_ONLY_BEFORE_OWN_TOWER:.4f}; README, "Retention heads") and `em3` by {se['auc'] - ub[('synth', 'em3')][0]:+.4f} AUC.
-- `em3` is {_vs(me['auc'] - mi['auc'])} `id_only` on AUC ({me['auc'] - mi['auc']:+.4f}) and {_vs(me['auc_cold_item'] - mi['auc_cold_item'])} it on cold-item AUC
-  ({me['auc_cold_item'] - mi['auc_cold_item']:+.4f}). Here its two contrastive losses {'cost' if mc['auc'] > me['auc'] and mn['auc'] > me['auc'] else 'do not both cost'}: without CIC
-  (`em3_no_cic`: {mc['auc']:.4f} / {mc['auc_cold_item']:.4f}) or without the interest loss (`em3_no_interest`:
-  {mn['auc']:.4f} / {mn['auc_cold_item']:.4f}) EM3 is {mc['auc'] - mi['auc']:+.4f} / {mn['auc'] - mi['auc']:+.4f} AUC and {mc['auc_cold_item'] - mi['auc_cold_item']:+.4f} / {mn['auc_cold_item'] - mi['auc_cold_item']:+.4f}
-  cold-item AUC from `id_only`, where on the synthetic world each is worth several points. With
+  {SYNTH_ID_ONLY_BEFORE_OWN_TOWER - ub[('synth', 'id_only')][0]:+.4f} (to {SYNTH_ID_ONLY_BEFORE_OWN_TOWER:.4f}; README, "Retention heads") and `em3` by {bo[('synth', 'em3')][0] - ub[('synth', 'em3')][0]:+.4f} AUC (to {bo[('synth', 'em3')][0]:.4f}, before the prior offset below).
+- The prior rate also enters the click logit directly: the dense prior logit is added to the
+  primary head's logit, times a learned scale that starts at 1 (`ranking.prior_offset`), so a
+  tower learns the residual over the user's own rate from the first step instead of rebuilding
+  the rate from its features. Before it (quality.json at commit {bo['commit']}) `id_only` scored
+  {bo[('movielens', 'id_only')][0]:.4f} / {bo[('movielens', 'id_only')][1]:.4f} (AUC / cold-item AUC) and `em3` {bo[('movielens', 'em3')][0]:.4f} / {bo[('movielens', 'em3')][1]:.4f}, its seeds spread by
+  ±{bo['movielens_em3_auc_std']:.4f} AUC (now ±{me['auc_std']:.4f}); on the synthetic world it moved `id_only` by
+  {si['auc'] - bo[('synth', 'id_only')][0]:+.4f} and `em3` by {se['auc'] - bo[('synth', 'em3')][0]:+.4f} AUC.
+- `em3` is {_vs(me['auc'] - mi['auc'])} `id_only` on AUC ({me['auc'] - mi['auc']:+.4f}), {_vs(me['auc_cold_item'] - mi['auc_cold_item'])} it on cold-item AUC
+  ({me['auc_cold_item'] - mi['auc_cold_item']:+.4f}) and {_vs(me['gauc'] - mi['gauc'])} it on GAUC ({me['gauc'] - mi['gauc']:+.4f}). Against `em3` without CIC (`em3_no_cic`: {mc['auc']:.4f} / {mc['auc_cold_item']:.4f}) or
+  without the interest loss (`em3_no_interest`: {mn['auc']:.4f} / {mn['auc_cold_item']:.4f}), {loss_effect('CIC', mc)} and
+  {loss_effect('the interest loss', mn)}, inside those rows' seed spread
+  (±{max(mc['auc_std'], mn['auc_std']):.3f} AUC); on the synthetic world each is worth several points. With
   random `tiny` towers there is little in MovieLens item content to align the ID embeddings or
   the user's history with, and the presets keep the weights tuned on the synthetic world.
   `em3_frozen_seq`, ahead before the features ({b_fz[0]:.4f} / {b_fz[1]:.4f}), is {_vs(mf['auc'] - mi['auc'])} `id_only` now
@@ -291,6 +318,14 @@ in the item text with 64 text tokens nor TF-IDF + SVD text vectors (64 dims, via
             return f"beats both by {auc:+.3f} AUC and {cold:+.3f} cold-item AUC"
         return (f"does not beat both: {auc:+.3f} AUC and {cold:+.3f} cold-item AUC against the better "
                 "of the two")
+    def within_noise(ds):
+        """Whether the paired interval of em3 - id_only on ``ds`` holds zero for both AUCs."""
+        return all(pg[ds][k]["ci_low"] <= 0 <= pg[ds][k]["ci_high"] for k in ("auc", "auc_cold_item"))
+    noise_ml = (" Those MovieLens margins are differences of 3-seed means; over the test users "
+                f"the paired intervals of `em3` − `id_only` ({gap('movielens', 'auc')} AUC, "
+                f"{gap('movielens', 'auc_cold_item')} cold-item AUC; Quality above) hold zero."
+                if within_noise("movielens") and e_ml[0] > 0 else "")
+
     def minilm_vs_peers():
         out = ""
         for name in PRETRAINED:
@@ -338,7 +373,7 @@ in the item text with 64 text tokens nor TF-IDF + SVD text vectors (64 dims, via
   one user holds a quarter of the rows.
 - **EM3.** The `em3` row (read from `benchmarks/results/quality.json`: same preparation, same
   test rows, not retrained here) {em3_verdict(*e_syn)} on the
-  synthetic world. On MovieLens it {em3_verdict(*e_ml)}.{minilm_vs_peers()} The row `{SEL}` (also
+  synthetic world. On MovieLens it {em3_verdict(*e_ml)}.{noise_ml}{minilm_vs_peers()} The row `{SEL}` (also
   from `quality.json`, 3 seeds: per seed, em3 or its frozen-history variant, whichever has the higher
   validation AUC; on MovieLens that is `em3_frozen_seq` on {npicked('movielens', 'em3_frozen_seq')} of 3 seeds) is at
   {tg2['auc']:+.3f} AUC and {tg2['cold']:+.3f} cold-item AUC over the better ID model there (see Quality above)."""
