@@ -203,6 +203,12 @@ trained models, `id_only` {valid['id_only']:.4f}, this row {valid[name]:.4f}."""
         da, dc = me["auc"] - without["auc"], me["auc_cold_item"] - without["auc_cold_item"]
         return (f"{name} {'adds' if da > 0 else 'costs'} {abs(da):.4f} AUC and "
                 f"{'adds' if dc > 0 else 'costs'} {abs(dc):.4f} cold-item AUC")
+    def ablation_spread():
+        """Whether those differences are inside the seed spread (std) of the rows compared."""
+        spread = {k: max(r[f"{k}_std"] for r in (me, mc, mn)) for k in ("auc", "auc_cold_item")}
+        inside = all(abs(me[k] - r[k]) < spread[k] for r in (mc, mn) for k in spread)
+        return (f"{'each inside' if inside else 'not all inside'} the seed spread of the rows compared "
+                f"(up to ±{spread['auc']:.3f} AUC, ±{spread['auc_cold_item']:.3f} cold-item AUC)")
     bu = between_users()
     bo = BEFORE_PRIOR_OFFSET
     b_id, b_em3, b_fz = (before[("movielens", p)] for p in ("id_only", "em3", "em3_frozen_seq"))
@@ -267,8 +273,7 @@ On MovieLens (610 users, 76 of them in test) the prior rate is most of the answe
 - `em3` is {_vs(me['auc'] - mi['auc'])} `id_only` on AUC ({me['auc'] - mi['auc']:+.4f}), {_vs(me['auc_cold_item'] - mi['auc_cold_item'])} it on cold-item AUC
   ({me['auc_cold_item'] - mi['auc_cold_item']:+.4f}) and {_vs(me['gauc'] - mi['gauc'])} it on GAUC ({me['gauc'] - mi['gauc']:+.4f}). Against `em3` without CIC (`em3_no_cic`: {mc['auc']:.4f} / {mc['auc_cold_item']:.4f}) or
   without the interest loss (`em3_no_interest`: {mn['auc']:.4f} / {mn['auc_cold_item']:.4f}), {loss_effect('CIC', mc)} and
-  {loss_effect('the interest loss', mn)}, inside those rows' seed spread
-  (±{max(mc['auc_std'], mn['auc_std']):.3f} AUC); on the synthetic world each is worth several points. With
+  {loss_effect('the interest loss', mn)}, {ablation_spread()}; on the synthetic world each is worth several points. With
   random `tiny` towers there is little in MovieLens item content to align the ID embeddings or
   the user's history with, and the presets keep the weights tuned on the synthetic world.
   `em3_frozen_seq`, ahead before the features ({b_fz[0]:.4f} / {b_fz[1]:.4f}), is {_vs(mf['auc'] - mi['auc'])} `id_only` now
