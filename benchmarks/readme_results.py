@@ -111,9 +111,9 @@ def quality_section(q: dict, reading: str) -> str:
              "std over seeds 0, 1, 2 for every preset. The last two rows of each dataset are not",
              "presets: per seed, `em3` or `em3_frozen_seq`, whichever has the higher validation AUC,",
              "and the test rows scored with their user's prior rate alone, no model (see the reading",
-             "below). Every row was trained with the current code (prior-rate features, trained OOV",
-             "user row, compiled dense tower, world-of-one plan, fused dense AdamW; each run's",
-             "`run.json` names its commit).",
+             "below). Every row was trained with the current code (prior-rate features and prior",
+             "offset, trained OOV user row, compiled dense tower, world-of-one plan, fused dense",
+             "AdamW; each run's `run.json` names its commit).",
              "Recorded with (finished runs are reused from `benchmarks/.data/runs`):",
              "", "```bash", *q["command"].split("; "), "```", "",
              "| dataset | model | seeds | AUC | GAUC | cold-item AUC | cold-item GAUC |", "|---|---|---:|---|---|---|---|"]
