@@ -59,6 +59,11 @@ BEFORE_PRIOR_OFFSET = {"commit": "fc685a9",
                        "movielens_em3_auc_std": 0.0076}
 
 
+def _holds_zero(interval: dict) -> bool:
+    """Whether a recorded paired interval (``gain``, ``ci_low``, ``ci_high``) holds zero."""
+    return interval["ci_low"] <= 0 <= interval["ci_high"]
+
+
 def _vs(diff: float, level: float = 0.003) -> str:
     """'level with', 'ahead of' or 'behind', for a difference of means."""
     return "level with" if abs(diff) < level else ("ahead of" if diff > 0 else "behind")
@@ -81,7 +86,7 @@ def readings(q: dict, p: dict, step: dict, tower: dict,
 
     def holds_zero(ds):
         names = {"auc": "AUC", "gauc": "GAUC", "auc_cold_item": "cold-item AUC"}
-        outside = [k for k in names if not pg[ds][k]['ci_low'] <= 0 <= pg[ds][k]['ci_high']]
+        outside = [k for k in names if not _holds_zero(pg[ds][k])]
         if not outside:
             return "every interval holds zero"
         if len(outside) == len(names):
@@ -183,7 +188,7 @@ def readings(q: dict, p: dict, step: dict, tower: dict,
 
             def iv(k):
                 return f"{g[k]['gain']:+.4f} [{g[k]['ci_low']:+.4f}, {g[k]['ci_high']:+.4f}]"
-            cold_zero = g["auc_cold_item"]["ci_low"] <= 0 <= g["auc_cold_item"]["ci_high"]
+            cold_zero = _holds_zero(g["auc_cold_item"])
             return (f" The paired bootstrap over test users (3-seed ensembles, as for `em3` above) puts it at "
                     f"{iv('auc')} AUC, {iv('gauc')} GAUC and {iv('auc_cold_item')} cold-item AUC against `id_only`"
                     f"{': the cold-item interval holds zero too' if cold_zero else ': the cold-item gain is the one interval that excludes zero'}.")
@@ -325,7 +330,7 @@ in the item text with 64 text tokens nor TF-IDF + SVD text vectors (64 dims, via
                 "of the two")
     def within_noise(ds):
         """Whether the paired interval of em3 - id_only on ``ds`` holds zero for both AUCs."""
-        return all(pg[ds][k]["ci_low"] <= 0 <= pg[ds][k]["ci_high"] for k in ("auc", "auc_cold_item"))
+        return all(_holds_zero(pg[ds][k]) for k in ("auc", "auc_cold_item"))
     noise_ml = (" Those MovieLens margins are differences of 3-seed means; over the test users "
                 f"the paired intervals of `em3` − `id_only` ({gap('movielens', 'auc')} AUC, "
                 f"{gap('movielens', 'auc_cold_item')} cold-item AUC; Quality above) hold zero."

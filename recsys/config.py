@@ -6,14 +6,21 @@
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from data.prepare import PrepareConfig
 from ranking.config import RankingConfig
-from recsys.config_io import config_to_dict, load_config, to_toml
+from recsys.config_io import (
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    flatten,
+    load_config,
+    read_toml,
+    to_toml,
+)
 
 
 def _min(value: float) -> dict:
@@ -205,11 +212,11 @@ _BEFORE_SETTING_EXISTED = {("ranking", "prior_offset"): "false"}
 def load_run_config(path: str | Path) -> TrainConfig:
     """A saved run's ``config.toml``: a setting the file has no key for (the run predates it)
     takes the value the run was trained with, not today's default."""
-    saved = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    saved = read_toml(path)
     missing = [f"{section}.{key}={value}"
                for (section, key), value in _BEFORE_SETTING_EXISTED.items()
                if key not in saved.get(section, {})]
-    return load_train_config(path, missing)
+    return config_from_dict(TrainConfig, apply_overrides(saved, missing))
 
 
 # What a resumed run may change: where things are and how fast they run, and how long it
@@ -223,12 +230,7 @@ def resume_differences(saved: TrainConfig, given: TrainConfig) -> list[str]:
     """The settings where ``given`` (the config a resume was started with) departs from
     ``saved`` (the run's, ``load_run_config``) other than ``_FREE_ON_RESUME``, as
     ``"section.key: run <v>, given <v>"``, sorted."""
-    def flat(d: dict, prefix: str = "") -> dict[str, object]:
-        out: dict[str, object] = {}
-        for k, v in d.items():
-            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-        return out
-    a, b = flat(config_to_dict(saved)), flat(config_to_dict(given))
+    a, b = flatten(config_to_dict(saved)), flatten(config_to_dict(given))
     return [f"{k}: run {a.get(k)!r}, given {b.get(k)!r}" for k in sorted(a.keys() | b.keys())
             if a.get(k) != b.get(k) and not k.startswith(_FREE_ON_RESUME)]
 

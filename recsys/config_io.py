@@ -27,7 +27,7 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
 
 
-def _read_toml(source: str | Path, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+def read_toml(source: str | Path, seen: tuple[str, ...] = ()) -> dict[str, Any]:
     """Reads a preset name or a TOML path, resolving ``extends`` recursively."""
     path = Path(source)
     if not path.suffix and (PRESET_DIR / f"{source}.toml").is_file():
@@ -46,7 +46,7 @@ def _read_toml(source: str | Path, seen: tuple[str, ...] = ()) -> dict[str, Any]
         return raw
     parent_dir = path.parent
     base_source = parent_dir / base if (parent_dir / base).is_file() else base
-    return deep_merge(_read_toml(base_source, (*seen, str(path))), raw)
+    return deep_merge(read_toml(base_source, (*seen, str(path))), raw)
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -171,7 +171,19 @@ def config_from_dict(cls: type[T], raw: dict[str, Any]) -> T:
 
 def load_config(cls: type[T], source: str | Path, overrides: list[str] | None = None) -> T:
     """Loads a preset name or TOML file into ``cls``, applying ``key=value`` overrides."""
-    return config_from_dict(cls, apply_overrides(_read_toml(source), overrides or []))
+    return config_from_dict(cls, apply_overrides(read_toml(source), overrides or []))
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}``."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from mlflow.utils.validation import (
 )
 
 from recsys import rundir
+from recsys.config_io import flatten
 from recsys.plots import make_plots
 
 DEFAULT_DB = "mlflow.db"
@@ -115,18 +116,6 @@ def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
     if uri.startswith("sqlite:///"):
         location = (Path(uri[len("sqlite:///"):]).parent / ARTIFACTS_DIR).resolve().as_uri()
     return client.create_experiment(name, artifact_location=location)
-
-
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` → ``{"a.b": 1}``."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 def _key(k: str) -> str:
