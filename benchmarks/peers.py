@@ -1,36 +1,43 @@
-"""Side by side with FuxiCTR: our ``id_only`` preset vs FuxiCTR's ``model_zoo`` DIN (DESIGN §8).
+"""Side by side with FuxiCTR: our ``id_only`` preset vs FuxiCTR's DNN, DeepFM and DIN (DESIGN §8).
 
 Same data, same machine, same run:
 
 1. FuxiCTR is installed from PyPI into its own virtual environment ``.venv-peers`` (CPU torch
-   first, DESIGN §6; once, recorded in a stamp file). No FuxiCTR code lives in this repo.
+   first, DESIGN §6; once, recorded in a stamp file). DIN comes with its wheel
+   (``model_zoo/LongCTR``); DNN and DeepFM are in no PyPI release, so their ``model_zoo``
+   files are taken once from a copy of the reczoo/FuxiCTR repository (``--model-zoo-source``),
+   checked against pinned SHA-256 digests and kept under ``benchmarks/.data``
+   (``benchmarks/peers_model_zoo.py``). No FuxiCTR code lives in this repo.
 2. Each dataset is prepared by OUR pipeline (``prepare`` with the ``id_only`` preset's
    ``PrepareConfig``) and exported for FuxiCTR: the same train/valid/test rows, the same
    categorical features (user id, ``user_*``, ``item_*``, ``ctx_*`` — our vocabulary indices,
-   built on train, OOV included), the same target item and the same behaviour sequences (the
-   user's positives strictly before the row, last L kept), in the layout of FuxiCTR's
-   ``LongCTRDataLoader`` (per-row ``user_index``/``item_index``/``seq_len``, a per-user
-   ``full_item_seq`` table and an item table). The export checks, row by row, that the
-   sequence FuxiCTR will rebuild equals our ``hist_rows``.
-3. Ours trains in a subprocess (``recsys.train.train`` on the preset); FuxiCTR's DIN trains in
-   a subprocess of ``.venv-peers/bin/python`` (``benchmarks/peers_fuxictr_worker.py``, FuxiCTR's
-   own ``fit`` loop). Both: same epochs, batch size, embedding width and MLP sizes, same seed
-   and torch thread count; each process reports its training samples/s per epoch (validation
-   excluded) and its own peak RSS. The throughput compared is the median of the epochs after
-   the first (``steady_samples_per_s``); the first epoch, with each library's start-up in it
-   (our tower's compilation), is reported on its own.
-4. Test AUC and GAUC of both are computed here by ``recsys.metrics`` on the two prediction
-   files, on the same rows with the same user grouping.
+   built on train, OOV included; a multi-valued one as a FuxiCTR ``sequence`` feature,
+   mean-pooled), the same target item and, for DIN, the same behaviour sequences (the user's
+   positives strictly before the row, last L kept) in the layout of FuxiCTR's
+   ``LongCTRDataLoader``; DNN and DeepFM read the same rows flat (no history), through
+   FuxiCTR's ``NpzDataLoader``. The export checks, row by row, that the sequence FuxiCTR will
+   rebuild equals our ``hist_rows``.
+3. Ours trains in a subprocess (``recsys.train.train`` on the preset); each FuxiCTR model
+   trains in a subprocess of ``.venv-peers/bin/python`` (``benchmarks/peers_fuxictr_worker.py``,
+   FuxiCTR's own ``fit`` loop). All: same epochs, batch size, embedding width and MLP sizes,
+   same seed and torch thread count; each process reports its training samples/s per epoch
+   (validation excluded) and its own peak RSS. The throughput compared is the median of the
+   epochs after the first (``steady_samples_per_s``); the first epoch, with each library's
+   start-up in it (our tower's compilation), is reported on its own.
+4. Test AUC, GAUC and logloss of every model are computed here by ``recsys.metrics`` on the
+   prediction files, on the same rows with the same user grouping. The best FuxiCTR model of a
+   dataset is picked on validation GAUC, and ours − it is recorded with a paired bootstrap
+   interval over test users of the seed ensembles (``benchmarks/peers_paired.py``).
 
     python benchmarks/peers.py                      # synthetic world + MovieLens if present
-    python benchmarks/peers.py --dataset synth --seeds 3
+    python benchmarks/peers.py --dataset synth --seeds 3 --models DIN
+    python benchmarks/peers.py --dataset synth --seeds 1 --epochs 1 --output /tmp/peers.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -49,6 +56,15 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.common import print_table, write_results  # noqa: E402
 from benchmarks.peers_export import PRESET, export_for_fuxictr  # noqa: E402
+from benchmarks.peers_fuxictr import (  # noqa: E402
+    FUXICTR_MODELS,
+    FUXICTR_VERSION,
+    TORCH_VERSION,
+    ensure_peer_env,
+    run_fuxictr,
+)
+from benchmarks.peers_model_zoo import COMMIT, ensure_model_zoo  # noqa: E402
+from benchmarks.peers_paired import best_on_valid, paired_interval  # noqa: E402
 from benchmarks.peers_report import (  # noqa: E402
     COLUMNS,
     OURS,
@@ -57,53 +73,8 @@ from benchmarks.peers_report import (  # noqa: E402
     summarise,
 )
 
-PEER_VENV = ROOT / ".venv-peers"
-WORKER = Path(__file__).resolve().parent / "peers_fuxictr_worker.py"
-TORCH_VERSION = "2.13.0"
-FUXICTR_VERSION = "2.3.10"  # the newest on PyPI when written; its wheel ships model_zoo/LongCTR
 # The project's shared data folder sits beside the repository (never copied into it).
 MOVIELENS_SRC = ROOT.parent / "shared" / "data" / "movielens-small"
-
-
-# ---- the peer environment -------------------------------------------------------------------
-def _pip(python: Path, *args: str) -> None:
-    subprocess.run([str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q",
-                    *args], check=True)
-
-
-def ensure_peer_env(venv: Path = PEER_VENV) -> Path:
-    """Creates ``venv`` with CPU torch and FuxiCTR (once); returns its python.
-
-    torch goes in first (``torch==2.13.0`` is the CPU wheel on these machines, DESIGN §6), then
-    FuxiCTR with torch pinned by a constraints file, so nothing can swap in a CUDA torch.
-    FuxiCTR 2.3.10 declares no torch dependency; its real dependencies (pandas, polars, pyarrow,
-    scikit-learn, h5py, ray[data], ...) install from its metadata as they are.
-    """
-    python = venv / "bin" / "python"
-    stamp = venv / ".peers-stamp"
-    want = f"torch=={TORCH_VERSION} fuxictr=={FUXICTR_VERSION}\n"
-    if python.is_file() and stamp.is_file() and stamp.read_text() == want:
-        return python
-    print(f"setting up {venv} ({want.strip()}) ...", flush=True)
-    interpreter = shutil.which("python3.11") or sys.executable
-    subprocess.run([interpreter, "-m", "venv", "--clear", str(venv)], check=True)
-    _pip(python, f"torch=={TORCH_VERSION}")
-    constraints = venv / "constraints.txt"
-    installed_torch = subprocess.run(
-        [str(python), "-c", "import torch; print(torch.__version__)"],
-        check=True, capture_output=True, text=True).stdout.strip()
-    constraints.write_text(f"torch=={installed_torch}\n")
-    _pip(python, "-c", str(constraints), f"fuxictr=={FUXICTR_VERSION}")
-    check = subprocess.run(
-        [str(python), "-c", "import torch, fuxictr, model_zoo.LongCTR.DIN; "
-         "print(torch.__version__, torch.version.cuda, fuxictr.__version__)"],
-        check=True, capture_output=True, text=True).stdout.split()
-    if check[1] != "None":
-        raise SystemExit(f"{venv}: pip installed a CUDA torch ({check[0]}); remove the venv and "
-                         "install the CPU wheel (DESIGN §6)")
-    stamp.write_text(want)
-    print(f"{venv}: torch {check[0]}, fuxictr {check[2]}", flush=True)
-    return python
 
 
 # ---- data -----------------------------------------------------------------------------------
@@ -169,57 +140,15 @@ def run_ours(data_dir: Path, work: Path, seed: int, epochs: int, threads: int,
     return json.loads(result.read_text()), preds
 
 
-def run_fuxictr(python: Path, export: Path, meta: dict[str, Any], work: Path, seed: int,
-                epochs: int, threads: int, num_workers: int) -> tuple[dict[str, Any], np.ndarray]:
-    from recsys.config import load_train_config
-
-    cfg = load_train_config(PRESET)
-    r = cfg.ranking
-    dataset_id = f"fuxictr_{seed}"
-    job = {
-        "data_dir": str(export), "data_root": str(work), "dataset_id": dataset_id,
-        "threads": threads, "feature_cols": meta["feature_cols"], "label_col": meta["label_col"],
-        "result": str(work / f"fuxictr_{seed}.json"),
-        "predictions": str(work / f"fuxictr_{seed}_test.parquet"),
-        # Sizes as ours (ranking/config.py + the preset); the rest is FuxiCTR's DIN template
-        # (model_zoo/LongCTR/config/din_config): Dice attention unit, ReLU tower, Adam.
-        "params": {
-            "model": "DIN", "model_root": str(work / "fuxictr_checkpoints"),
-            "task": "binary_classification", "loss": "binary_crossentropy",
-            "metrics": ["AUC", "logloss"], "optimizer": "adam",
-            "learning_rate": r.dense_lr, "embedding_regularizer": 0, "net_regularizer": 0,
-            "embedding_dim": r.embedding_dim,
-            "attention_hidden_units": list(r.attention_hidden),
-            "attention_hidden_activations": "Dice", "attention_output_activation": None,
-            "attention_dropout": r.dropout, "din_use_softmax": r.attention_softmax,
-            "dnn_hidden_units": list(r.over_arch), "dnn_activations": "ReLU",
-            "net_dropout": r.dropout, "batch_norm": False,
-            "batch_size": cfg.train.batch_size, "epochs": epochs, "shuffle": True, "seed": seed,
-            "monitor": cfg.train.early_stop_metric.upper(), "monitor_mode": "max",
-            # ours stops after patience + 1 epochs without improvement; FuxiCTR after patience
-            "early_stop_patience": cfg.train.patience + 1, "save_best_only": True,
-            "eval_steps": None, "max_len": meta["max_len"], "padding": "pre",
-            "accumulation_steps": 1, "num_workers": num_workers, "group_id": None,
-            "use_features": None, "feature_specs": None, "feature_config": None,
-            "pickle_feature_encoder": True, "debug_mode": False,
-        },
-    }
-    job_path = work / f"fuxictr_{seed}_job.json"
-    job_path.write_text(json.dumps(job, indent=2))
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    subprocess.run([str(python), str(WORKER), str(job_path)], check=True, cwd=work, env=env)
-    result = json.loads(Path(job["result"]).read_text())
-    probs = pl.read_parquet(job["predictions"])["prob"].to_numpy()
-    return result, probs
-
-
 # ---- one dataset ----------------------------------------------------------------------------
 def _quality(y: np.ndarray, p: np.ndarray, groups: np.ndarray,
-             cold: np.ndarray) -> tuple[float, float, float | None]:
-    """(AUC, GAUC, cold-item AUC) of the same test rows, with our metric code for both sides."""
-    from recsys.metrics import auc, gauc
+             cold: np.ndarray) -> tuple[float, float, float, float | None]:
+    """(AUC, GAUC, logloss, cold-item AUC) of the same test rows, with our metric code for
+    every model."""
+    from recsys.metrics import auc, gauc, logloss
 
-    return auc(y, p), gauc(y, p, groups)[0], auc(y[cold], p[cold]) if cold.any() else None
+    return (auc(y, p), gauc(y, p, groups)[0], logloss(y, p),
+            auc(y[cold], p[cold]) if cold.any() else None)
 
 
 NO_RETENTION = ("ranking.retention_heads=false",)
@@ -246,11 +175,13 @@ def steady_samples_per_s(epoch_rates: list[float]) -> float:
 
 
 def _row(model: str, name: str, seed: int, result: dict[str, Any], p: np.ndarray,
-         test: dict[str, np.ndarray]) -> dict[str, Any]:
-    a, g, cold = _quality(test["y"], p, test["user_key"], test["cold_item"])
+         test: dict[str, np.ndarray], valid_gauc: float | None = None) -> dict[str, Any]:
+    a, g, loss, cold = _quality(test["y"], p, test["user_key"], test["cold_item"])
     rates = [e["samples_per_s"] for e in result["epochs"]]
     return {"model": model, "dataset": name, "seed": seed, "test_auc": round(a, 4),
-            "gauc": round(g, 4), "auc_cold_item": None if cold is None else round(cold, 4),
+            "gauc": round(g, 4), "logloss": round(loss, 4),
+            "auc_cold_item": None if cold is None else round(cold, 4),
+            "valid_gauc": None if valid_gauc is None else round(valid_gauc, 4),
             "train_samples_per_s": round(steady_samples_per_s(rates), 1),
             "first_epoch_samples_per_s": round(rates[0], 1),
             "peak_rss_mb": round(result["peak_rss_mb"], 1), "epochs": len(result["epochs"]),
@@ -269,37 +200,86 @@ def _ours_probs(preds: pl.DataFrame, test: dict[str, np.ndarray], label: str) ->
     return keyed[f"pred_{label}"].to_numpy()
 
 
+def _valid_gauc(valid: dict[str, np.ndarray], p: np.ndarray) -> float:
+    """GAUC of a FuxiCTR model's validation scores (our metric code, our user grouping)."""
+    from recsys.metrics import gauc
+
+    if len(p) != len(valid["y"]):
+        raise AssertionError("FuxiCTR scored a different number of validation rows")
+    return gauc(valid["y"], p, valid["user_key"])[0]
+
+
 def bench_dataset(name: str, python: Path, workdir: Path, seeds: int, epochs: int, threads: int,
-                  num_workers: int, ablation: bool) -> list[dict[str, Any]]:
+                  num_workers: int, ablation: bool, models: tuple[str, ...] = FUXICTR_MODELS,
+                  zoo: Path | None = None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Trains ours and each FuxiCTR model of ``models`` per seed on one dataset: (rows,
+    ours − best FuxiCTR model with its paired interval, or None without FuxiCTR rows)."""
     data_dir = make_dataset(name, workdir / "data")
     if data_dir is None:
-        return []
+        return [], None
     export = workdir / f"export_{name}"
     meta = export_for_fuxictr(data_dir, export)
     test = meta["test"]
-    print(f"{name}: rows {meta['rows']}, features {meta['features']}", flush=True)
+    print(f"{name}: rows {meta['rows']}, features {meta['features']}, "
+          f"bags {meta['bags'] or 'none'}", flush=True)
     work = workdir / f"runs_{name}"
     work.mkdir(parents=True, exist_ok=True)
     rows = []
+    probs: dict[str, list[np.ndarray]] = {}  # model -> test probabilities per seed
     for seed in range(seeds):
         print(f"{name} seed {seed}: training ours ({PRESET}) ...", flush=True)
         ours, preds = run_ours(data_dir, work, seed, epochs, threads)
-        rows.append(_row(OURS, name, seed, ours, _ours_probs(preds, test, meta["label"]), test))
-        print(f"{name} seed {seed}: training FuxiCTR DIN ...", flush=True)
-        theirs, p_theirs = run_fuxictr(python, export, meta, work, seed, epochs, threads,
-                                       num_workers)
-        if len(p_theirs) != len(test["y"]):
-            raise AssertionError("FuxiCTR scored a different number of test rows")
-        rows.append(_row(f"FuxiCTR {theirs['fuxictr_version']} DIN", name, seed, theirs,
-                         p_theirs, test))
-        rows[-1]["fuxictr_own_test_auc"] = round(theirs["fuxictr_test_metrics"].get("AUC", 0), 4)
-        rows[-1]["parameters"] = theirs["parameters"]
+        p_ours = _ours_probs(preds, test, meta["label"])
+        probs.setdefault(OURS, []).append(p_ours)
+        rows.append(_row(OURS, name, seed, ours, p_ours, test))
+        for model in models:
+            print(f"{name} seed {seed}: training FuxiCTR {model} ...", flush=True)
+            theirs, p_theirs, p_valid = run_fuxictr(python, export, meta, work, seed, epochs,
+                                                    threads, num_workers, model, zoo)
+            if len(p_theirs) != len(test["y"]):
+                raise AssertionError("FuxiCTR scored a different number of test rows")
+            label = f"FuxiCTR {theirs['fuxictr_version']} {model}"
+            probs.setdefault(label, []).append(p_theirs)
+            rows.append(_row(label, name, seed, theirs, p_theirs, test,
+                             _valid_gauc(meta["valid"], p_valid)))
+            rows[-1]["fuxictr_own_test_auc"] = round(
+                theirs["fuxictr_test_metrics"].get("AUC", 0), 4)
+            rows[-1]["parameters"] = theirs["parameters"]
+            rows[-1]["source"] = theirs["model"]
         if ablation:
             print(f"{name} seed {seed}: training ours without retention heads ...", flush=True)
             abl, preds = run_ours(data_dir, work, seed, epochs, threads, NO_RETENTION, "noret")
             rows.append(_row(OURS_NO_RETENTION, name, seed, abl,
                              _ours_probs(preds, test, meta["label"]), test))
-    return rows
+    best = best_on_valid(rows, name)
+    paired = None if best is None else paired_interval(
+        meta["label"], test["y"], test["user_key"], probs[OURS], probs[best], best, OURS)
+    return rows, paired
+
+
+def parse_models(text: str) -> tuple[str, ...]:
+    """``--models``: comma-separated FuxiCTR model names, in the order given."""
+    models = tuple(m.strip() for m in text.split(",") if m.strip())
+    unknown = [m for m in models if m not in FUXICTR_MODELS]
+    if unknown or not models:
+        raise argparse.ArgumentTypeError(
+            f"unknown FuxiCTR model(s) {unknown or text!r}; choose from {','.join(FUXICTR_MODELS)}")
+    return models
+
+
+def write_output(path: Path, rows: list[dict[str, Any]], targets: list[dict[str, Any]],
+                 command: str, extra: dict[str, Any]) -> Path:
+    """``--output``: the same JSON as ``results/peers.json`` (DESIGN §8), written elsewhere,
+    e.g. for a smoke run that must not replace the recorded results."""
+    import datetime as dt
+
+    from benchmarks.common import machine
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"benchmark": "peers", "command": command, "machine": machine(),
+                                "device": "cpu", "date": dt.date.today().isoformat(),
+                                "rows": rows, "targets": targets, **extra}, indent=2) + "\n")
+    return path
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -317,6 +297,15 @@ def main(argv: list[str] | None = None) -> None:
                     help="keep data, exports and runs here (default: a temporary directory)")
     ap.add_argument("--no-ablation", action="store_true",
                     help="skip the diagnostic row: id_only with ranking.retention_heads=false")
+    ap.add_argument("--models", type=parse_models, default=FUXICTR_MODELS,
+                    help="comma-separated FuxiCTR models to train beside ours "
+                         f"(default {','.join(FUXICTR_MODELS)})")
+    ap.add_argument("--model-zoo-source", type=Path, default=None,
+                    help="a copy of the reczoo/FuxiCTR repository (git repository, checkout, "
+                         ".tar.gz or .zip) to take the pinned model_zoo DNN/DeepFM files from; "
+                         "needed once, they are kept under benchmarks/.data")
+    ap.add_argument("--output", type=Path, default=None,
+                    help="write the results JSON here instead of benchmarks/results/peers.json")
     ap.add_argument("--no-write", action="store_true", help="print only, leave results alone")
     ap.add_argument("--collect-only", action="store_true",
                     help="train nothing: recompute the means and targets of the recorded "
@@ -330,6 +319,9 @@ def main(argv: list[str] | None = None) -> None:
 
     epochs = args.epochs or load_train_config(PRESET).train.epochs
     python = ensure_peer_env()
+    # Checked before anything trains: a missing or different model_zoo copy fails at once.
+    zoo = (ensure_model_zoo(args.model_zoo_source)
+           if set(args.models) - {"DIN"} else None)
     datasets = ["synth", "movielens"] if args.dataset == "both" else [args.dataset]
     tmp = None
     if args.workdir is None:
@@ -340,10 +332,14 @@ def main(argv: list[str] | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
+    paired: dict[str, Any] = {}
     try:
         for name in datasets:
-            rows += bench_dataset(name, python, workdir, args.seeds, epochs, args.threads,
-                                  args.num_workers, not args.no_ablation)
+            got, pair = bench_dataset(name, python, workdir, args.seeds, epochs, args.threads,
+                                      args.num_workers, not args.no_ablation, args.models, zoo)
+            rows += got
+            if pair is not None:
+                paired[name] = pair
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -354,15 +350,29 @@ def main(argv: list[str] | None = None) -> None:
     print_table(means, COLUMNS)
     print()
     print_table(targets)
+    for name, pair in paired.items():
+        print(f"\n{name}: ours - {pair['champion']} (seed ensembles, paired bootstrap over "
+              f"{pair['gauc']['users']} test users, 95%):")
+        for kind in ("auc", "gauc", "logloss"):
+            g = pair[kind]
+            print(f"  {kind}: {g['gain']:+.4f} [{g['ci_low']:+.4f}, {g['ci_high']:+.4f}]")
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
     if not args.no_write and rows:
         cmd = " ".join(["python benchmarks/peers.py", *(sys.argv[1:] if argv is None else argv)])
-        path = write_results("peers", rows, targets, cmd, extra={"setup": {
+        extra = {"setup": {
             "peer": f"fuxictr=={FUXICTR_VERSION} (PyPI) + torch=={TORCH_VERSION} CPU in "
-                    ".venv-peers", "preset": PRESET, "epochs": epochs,
+                    ".venv-peers", "models": list(args.models),
+            "model_zoo": f"reczoo/FuxiCTR@{COMMIT} model_zoo/{{DNN,DeepFM}} (SHA-256 pinned in "
+                         "benchmarks/peers_model_zoo.py)" if zoo else None,
+            "preset": PRESET, "epochs": epochs,
             "threads": args.threads, "fuxictr_num_workers": args.num_workers,
-            "seeds": args.seeds, "precision": precision_note()}, "summary": means})
-        print(f"wrote {path.relative_to(ROOT)}")
+            "seeds": args.seeds, "precision": precision_note()}, "summary": means,
+            "paired": paired}
+        if args.output is not None:
+            path = write_output(args.output, rows, targets, cmd, extra)
+        else:
+            path = write_results("peers", rows, targets, cmd, extra=extra)
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

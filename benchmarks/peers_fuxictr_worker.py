@@ -1,19 +1,26 @@
 """The FuxiCTR side of ``benchmarks/peers.py``: runs inside ``.venv-peers`` (FuxiCTR from PyPI).
 
-It does what FuxiCTR's own ``model_zoo/LongCTR/run_expid.py`` does, on the files that
-``peers.py`` exported from our prepared split: ``FeatureProcessor`` + ``build_dataset`` (with
-``rebuild_dataset=False``: the ids are already integers) write ``feature_map.json``, the
-``model_zoo`` DIN is built from it, ``RankDataLoader`` with the ``LongCTRDataLoader`` feeds it
-(history = the first ``seq_len`` items of the user's ``full_item_seq``, last ``max_len`` kept),
-``model.fit`` trains with FuxiCTR's own loop (validation AUC every epoch, early stopping, best
-weights restored), and the test split is scored with ``model.predict``.
+One model per process. It does what FuxiCTR's own ``run_expid.py`` scripts do, on the files
+that ``peers.py`` exported from our prepared split: ``FeatureProcessor`` + ``build_dataset``
+(with ``rebuild_dataset=False``: the ids are already integers) write ``feature_map.json``, the
+model is built from it, ``RankDataLoader`` feeds it, ``model.fit`` trains with FuxiCTR's own
+loop (validation AUC every epoch, early stopping, best weights restored), and the validation
+and test splits are scored with ``model.predict``.
+
+- DIN: the wheel's ``model_zoo.LongCTR.DIN`` with the ``LongCTRDataLoader`` (history = the
+  first ``seq_len`` items of the user's ``full_item_seq``, last ``max_len`` kept).
+- DNN, DeepFM: ``model_zoo/{DNN,DeepFM}/*_torch/src`` of the reczoo/FuxiCTR repository, from
+  the hash-checked copy that ``benchmarks/peers_model_zoo.py`` unpacked (the job names the
+  folder), imported unchanged; FuxiCTR's ``NpzDataLoader`` feeds them flat rows. Their own
+  ``run_expid.py`` still calls ``RankDataLoader(...).make_iterator()``, which the 2.3.10
+  loaders no longer have, so its steps are done here instead, as for DIN.
 
 Measured here, the same way ``peers.py`` measures our model: training samples/s of every epoch
 (the epoch's wall time minus its validation), and the process's peak RSS at the end.
 
 Usage: ``python peers_fuxictr_worker.py JOB.json`` — JOB names the data directory, the model
-parameters and where to write the result JSON and the test predictions (one probability per
-test row, in the order of ``test.parquet``).
+parameters and where to write the result JSON and the validation and test predictions (one
+probability per row, in the exported order).
 """
 
 import json
@@ -59,6 +66,59 @@ def _integer_index_collator(module):
     return BatchCollator
 
 
+def _load_package(path, name):
+    """Imports the model_zoo package folder ``path`` (its ``__init__.py`` and modules, as they
+    are) under the module name ``name``: both upstream packages are called ``src``."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        name, os.path.join(path, "__init__.py"), submodule_search_locations=[path])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _model_class(job):
+    """(model class, description): DIN from the wheel's ``model_zoo.LongCTR``; DNN and DeepFM
+    from the checked model_zoo copy whose package folder the job names."""
+    model = job["params"]["model"]
+    if model == "DIN":
+        from model_zoo.LongCTR.DIN import DIN
+
+        return DIN, "model_zoo.LongCTR.DIN (fuxictr wheel)"
+    package = _load_package(job["model_package"], f"fuxictr_model_zoo_{model}")
+    return getattr(package, model), job["model_source"]
+
+
+def _loaders(feature_map, params, stage):
+    """``RankDataLoader`` for ``stage`` ("train": (train, valid); "test": test): LongCTR's
+    loader for DIN (history rebuilt per batch), FuxiCTR's ``NpzDataLoader`` (what it picks for
+    ``data_format="npz"``) for the flat models."""
+    from fuxictr.pytorch.dataloaders import RankDataLoader
+
+    if params["model"] == "DIN":
+        from model_zoo.LongCTR import longctr_dataloader
+        from model_zoo.LongCTR.longctr_dataloader import LongCTRDataLoader
+
+        params["data_loader"] = LongCTRDataLoader
+        longctr_dataloader.BatchCollator = _integer_index_collator(longctr_dataloader)
+    return RankDataLoader(feature_map, stage=stage, **params)
+
+
+def _data_params(job):
+    """Where FuxiCTR reads each split: LongCTR parquet + user/item tables for DIN, npz rows
+    for DNN/DeepFM."""
+    d = job["data_dir"]
+    if job["params"]["model"] == "DIN":
+        return dict(data_format="parquet", **{f"{s}_data": os.path.join(d, f"{s}.parquet")
+                                              for s in ("train", "valid", "test")},
+                    user_info=os.path.join(d, "user_info.parquet"),
+                    item_info=os.path.join(d, "item_info.parquet"))
+    return dict(data_format="npz", **{f"{s}_data": os.path.join(d, f"{s}.npz")
+                                      for s in ("train", "valid", "test")})
+
+
 def main(job_path: str) -> None:
     with open(job_path) as fh:
         job = json.load(fh)
@@ -70,22 +130,12 @@ def main(job_path: str) -> None:
     import fuxictr
     from fuxictr.features import FeatureMap
     from fuxictr.preprocess import FeatureProcessor, build_dataset
-    from fuxictr.pytorch.dataloaders import RankDataLoader
     from fuxictr.pytorch.torch_utils import seed_everything
-    from model_zoo.LongCTR import longctr_dataloader
-    from model_zoo.LongCTR.DIN import DIN
-    from model_zoo.LongCTR.longctr_dataloader import LongCTRDataLoader
 
     logging.basicConfig(level=logging.WARNING)
-    data_dir = job["data_dir"]
     params = dict(job["params"])
     params.update(
-        dataset_id=job["dataset_id"], data_root=job["data_root"], data_format="parquet",
-        train_data=os.path.join(data_dir, "train.parquet"),
-        valid_data=os.path.join(data_dir, "valid.parquet"),
-        test_data=os.path.join(data_dir, "test.parquet"),
-        user_info=os.path.join(data_dir, "user_info.parquet"),
-        item_info=os.path.join(data_dir, "item_info.parquet"),
+        dataset_id=job["dataset_id"], data_root=job["data_root"], **_data_params(job),
         feature_cols=job["feature_cols"], label_col=job["label_col"],
         rebuild_dataset=False, gpu=-1, verbose=0,
     )
@@ -96,13 +146,11 @@ def main(job_path: str) -> None:
         build_dataset(feature_encoder, **params)
     feature_map = FeatureMap(params["dataset_id"], feature_encoder.data_dir)
     feature_map.load(os.path.join(feature_encoder.data_dir, "feature_map.json"), params)
-    model = DIN(feature_map, **params)
+    model_class, described = _model_class(job)
+    model = model_class(feature_map, **params)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     os.makedirs(model.model_dir, exist_ok=True)  # run_expid gets it from set_logger
-
-    params["data_loader"] = LongCTRDataLoader
-    longctr_dataloader.BatchCollator = _integer_index_collator(longctr_dataloader)
-    train_gen, valid_gen = RankDataLoader(feature_map, stage="train", **params)
+    train_gen, valid_gen = _loaders(feature_map, params, "train")
 
     # Time every epoch and every validation inside FuxiCTR's own fit(): train rate of an epoch
     # = its samples / (epoch wall time - its validation wall time).
@@ -134,17 +182,20 @@ def main(job_path: str) -> None:
     model.train_epoch, model.eval_step = timed_train_epoch, timed_eval_step
     model.evaluate = recorded_evaluate
     fit_start = time.perf_counter()
-    model.fit(train_gen, validation_data=valid_gen, **params)
+    model.fit(train_gen, validation_data=valid_gen, **params)  # restores the best weights
     fit_s = time.perf_counter() - fit_start
 
-    test_gen = RankDataLoader(feature_map, stage="test", **params)
+    # Validation scores of the restored model: peers.py picks the best FuxiCTR model on them.
+    valid_probs = model.predict(valid_gen)
+    test_gen = _loaders(feature_map, params, "test")  # loaded after training, as before
     probs = model.predict(test_gen)
-    test_logs = model.evaluate(test_gen)
-    pd.DataFrame({"prob": np.asarray(probs, dtype=np.float64)}).to_parquet(job["predictions"])
+    test_logs = evaluate(test_gen)
+    for path, p in ((job["predictions"], probs), (job["valid_predictions"], valid_probs)):
+        pd.DataFrame({"prob": np.asarray(p, dtype=np.float64)}).to_parquet(path)
     result = {
         "fuxictr_version": fuxictr.__version__,
         "torch_version": torch.__version__,
-        "model": "model_zoo.LongCTR.DIN",
+        "model": described,
         "parameters": int(n_params),
         "train_rows": int(train_gen.num_samples),
         "test_rows": int(len(probs)),
