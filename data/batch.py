@@ -32,6 +32,8 @@ class FeatureLayout:
         retention_labels: retention heads (``return_7d``, ``return_14d``) when derived.
         num_items: rows of the item table (content cache rows), cold items included.
         dense: names of the dense (float) features, in ``Batch.dense`` column order.
+        bags: the pooled features that are multi-valued (a bag of 0..n values per row, mean-
+            or sum-pooled); every other pooled feature has exactly one value per row.
     """
 
     pooled: dict[str, int]
@@ -41,6 +43,7 @@ class FeatureLayout:
     retention_labels: tuple[str, ...] = ()
     num_items: int = 0
     dense: tuple[str, ...] = ()
+    bags: tuple[str, ...] = ()
 
     @property
     def sequence_features(self) -> tuple[str, str]:
@@ -51,10 +54,10 @@ class FeatureLayout:
 
     @classmethod
     def from_dict(cls, d: dict) -> FeatureLayout:
-        # ``dense`` is absent from layouts saved before dense features existed.
+        # ``dense`` and ``bags`` are absent from layouts saved before those features existed.
         return cls(**{**d, "labels": tuple(d["labels"]),
                       "retention_labels": tuple(d["retention_labels"]),
-                      "dense": tuple(d.get("dense", ()))})
+                      "dense": tuple(d.get("dense", ())), "bags": tuple(d.get("bags", ()))})
 
 
 @dataclass
@@ -62,8 +65,9 @@ class Batch:
     """One mini-batch of B rows.
 
     Attributes:
-        pooled: KJT with the keys of ``FeatureLayout.pooled``, every length 1; values are
-            vocabulary indices (0 = OOV).
+        pooled: KJT with the keys of ``FeatureLayout.pooled``: length 1 per row, or the bag's
+            length (0..n) for a feature of ``FeatureLayout.bags``; values are vocabulary
+            indices (0 = OOV).
         sequence: KJT with keys ``item`` (length 1) and ``hist_item`` (length n_b ≤ L, most
             recent first); values are item vocabulary indices.
         hist_mask: B x L bool, True where a history position holds an item (left-aligned).

@@ -7,8 +7,11 @@ Canonical columns, whatever the source names were:
   (String), ``item_row`` (Int64 index into ``items``).
 - ``items``: ``item_row`` (Int64, 0..n-1), ``item_id``, ``text`` (String, the text columns
   joined with " | "; null when all are empty), ``image`` (String absolute path; null = missing),
-  ``item_<name>`` per item categorical (String).
-- ``users`` (optional): ``user_id``, ``user_<name>`` per user categorical (String).
+  ``item_<name>`` per item categorical (String, or ``List(String)`` for a multi-valued one).
+- ``users`` (optional): ``user_id``, ``user_<name>`` per user categorical (String or
+  ``List(String)``).
+
+Context categoricals (``ctx_<name>``) follow the same rule (``data.bags``).
 
 Everything downstream (derived data, batches, the content cache) uses these names only.
 """
@@ -23,6 +26,7 @@ from pathlib import Path
 import polars as pl
 from PIL import Image
 
+from data.bags import categorical_exprs, check_categorical
 from data.errors import DataError, Problem
 from data.spec import DatasetSpec, read_spec
 from data.tables import first_row, read_table, require_columns, resolve_table_path
@@ -64,10 +68,9 @@ class Dataset:
         return [] if self.spec.users is None else [f"user_{c}" for c in self.spec.users.categorical]
 
 
-def _categorical(df: pl.DataFrame, columns: list[str], prefix: str) -> list[pl.Expr]:
-    # Categoricals become strings so one vocabulary code path serves ints, strings and dates;
-    # nulls become their own value rather than an error (a missing year is information).
-    return [pl.col(c).cast(pl.String).fill_null("<null>").alias(f"{prefix}{c}") for c in columns]
+def _check_categoricals(df: pl.DataFrame, path: Path, columns: list[str],
+                        separators: dict[str, str]) -> list[Problem]:
+    return [p for c in columns for p in check_categorical(df, path, c, separators.get(c))]
 
 
 def _load_items(root: Path, spec: DatasetSpec, allow_missing_media: bool) -> tuple[pl.DataFrame, list[Problem], Path]:
@@ -86,6 +89,7 @@ def _load_items(root: Path, spec: DatasetSpec, allow_missing_media: bool) -> tup
     if s.image and df.schema[s.image] not in (pl.String, pl.Null):
         problems.append(Problem(str(path), f"image column must be a string path, found {df.schema[s.image]}",
                                 column=s.image))
+    problems += _check_categoricals(df, path, s.categorical, s.multi_valued)
     if problems:
         raise DataError(problems)
 
@@ -100,7 +104,7 @@ def _load_items(root: Path, spec: DatasetSpec, allow_missing_media: bool) -> tup
         pl.col(s.id).alias("item_id"),
         pl.when(text.str.len_chars() > 0).then(text).otherwise(None).alias("text"),
         image.alias("image_rel"),
-        *_categorical(df, s.categorical, "item_"),
+        *categorical_exprs(df, s.categorical, s.multi_valued, "item_"),
     )
     items, media_problems = _check_images(items, root, path, s.image, allow_missing_media)
     return items, media_problems, path
@@ -152,9 +156,11 @@ def _load_users(root: Path, spec: DatasetSpec) -> tuple[pl.DataFrame | None, Pat
         raise DataError(problems)
     problems = check_id(df, path, s.id)
     problems += [] if problems else check_unique(df, path, s.id)
+    problems += _check_categoricals(df, path, s.categorical, s.multi_valued)
     if problems:
         raise DataError(problems)
-    return df.select(pl.col(s.id).alias("user_id"), *_categorical(df, s.categorical, "user_")), path
+    return df.select(pl.col(s.id).alias("user_id"),
+                     *categorical_exprs(df, s.categorical, s.multi_valued, "user_")), path
 
 
 def _load_interactions(root: Path, spec: DatasetSpec, items: pl.DataFrame, items_path: Path) -> tuple[pl.DataFrame, Path]:
@@ -170,6 +176,7 @@ def _load_interactions(root: Path, spec: DatasetSpec, items: pl.DataFrame, items
         problems += check_label(df, path, label)
     ts, ts_problems = timestamp_seconds(df, path, s.timestamp)
     problems += ts_problems
+    problems += _check_categoricals(df, path, s.categorical, s.multi_valued)
     if problems:
         raise DataError(problems)
 
@@ -183,7 +190,7 @@ def _load_interactions(root: Path, spec: DatasetSpec, items: pl.DataFrame, items
         pl.col(s.item).cast(item_dtype).alias("item_id"),
         ts.alias("ts"),
         *[pl.col(c).cast(pl.Int8).alias(c) for c in s.labels],
-        *_categorical(df, s.categorical, "ctx_"),
+        *categorical_exprs(df, s.categorical, s.multi_valued, "ctx_"),
     )
     out = out.join(items.select("item_id", "item_row"), on="item_id", how="left", maintain_order="left")
     row = first_row(out, pl.col("item_row").is_null())

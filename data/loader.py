@@ -45,20 +45,21 @@ class BatchLoader:
         frame = prepared.frame.filter(pl.col("split") == split)
         self.num_rows = frame.height
         self._pooled_keys = list(self.layout.pooled)
-        # N x F, one column per pooled feature in layout order.
+        bags = set(self.layout.bags)
+        # N x F, one column per single-valued pooled feature in layout order (a bag's column
+        # stays -1: its values are ragged, in ``self._bags``).
         self._pooled = np.stack(
-            [frame[index_column(f)].to_numpy() for f in self._pooled_keys], axis=1
+            [np.full(self.num_rows, -1) if f in bags else frame[index_column(f)].to_numpy()
+             for f in self._pooled_keys], axis=1
         ).astype(np.int64) if self._pooled_keys else np.zeros((self.num_rows, 0), np.int64)
+        # Bag feature → (flat values, per-row lengths, per-row starts), ragged like the history.
+        self._bags = {f: _ragged(frame[index_column(f)]) for f in self._pooled_keys if f in bags}
         # N x K float32, the dense features in layout order (None when K = 0).
         self._dense = (np.ascontiguousarray(frame.select(self.layout.dense).to_numpy(), np.float32)
                        if self.layout.dense else None)
         self._item_index = frame[index_column(ITEM_FEATURE)].to_numpy().astype(np.int64)
         self._item_rows = frame["item_row"].to_numpy().astype(np.int64)
-        history = frame[HISTORY_COLUMN]
-        self._hist_len = history.list.len().to_numpy().astype(np.int64)
-        self._hist_start = np.concatenate([[0], np.cumsum(self._hist_len)[:-1]]).astype(np.int64)
-        self._hist_rows = history.explode(empty_as_null=False, keep_nulls=False).to_numpy()
-        self._hist_rows = self._hist_rows.astype(np.int64)
+        self._hist_rows, self._hist_len, self._hist_start = _ragged(frame[HISTORY_COLUMN])
         self._hist_index = prepared.item_index_by_row()[self._hist_rows]
 
         self._labels = {name: frame[name].cast(pl.Float32).to_numpy() for name in self.layout.labels}
@@ -95,6 +96,35 @@ class BatchLoader:
         for b in range(len(self)):
             yield self.batch_at(rows[b * self.batch_size:(b + 1) * self.batch_size])
 
+    def _pooled_kjt(self, idx: np.ndarray) -> KeyedJaggedTensor:
+        """The pooled KJT of rows ``idx``: key-major, one value per row for a single-valued
+        feature, the row's bag for a multi-valued one."""
+        size = len(idx)
+        pooled = self._pooled[idx]  # B x F; a KJT is key-major, hence the transpose
+        if not self._bags:
+            return KeyedJaggedTensor(
+                keys=self._pooled_keys,
+                values=torch.from_numpy(np.ascontiguousarray(pooled.T).reshape(-1)),
+                lengths=torch.ones(size * len(self._pooled_keys), dtype=torch.int32),
+                stride=size,
+            )
+        values, lengths = [], []
+        for f, key in enumerate(self._pooled_keys):
+            if key in self._bags:
+                flat, bag_len, bag_start = self._bags[key]
+                row_len = bag_len[idx]
+                values.append(flat[_ragged_positions(bag_start[idx], row_len)])
+                lengths.append(row_len)
+            else:
+                values.append(pooled[:, f])
+                lengths.append(np.ones(size, np.int64))
+        return KeyedJaggedTensor(
+            keys=self._pooled_keys,
+            values=torch.from_numpy(np.concatenate(values).astype(np.int64)),
+            lengths=torch.from_numpy(np.concatenate(lengths).astype(np.int32)),
+            stride=size,
+        )
+
     def batch_at(self, idx: np.ndarray) -> Batch:
         """The batch of the split's rows at positions ``idx`` (B long, split order; repeats
         allowed): what evaluation uses to give every rank equal-size batches."""
@@ -106,13 +136,7 @@ class BatchLoader:
         hist_rows = np.where(mask, self._hist_rows[flat_pos] if len(self._hist_rows) else 0, 0)
         hist_index = self._hist_index[flat_pos[mask]]  # row-major: row by row, most recent first
 
-        pooled = self._pooled[idx]  # B x F; a KJT is key-major, hence the transpose
-        pooled_kjt = KeyedJaggedTensor(
-            keys=self._pooled_keys,
-            values=torch.from_numpy(np.ascontiguousarray(pooled.T).reshape(-1)),
-            lengths=torch.ones(size * len(self._pooled_keys), dtype=torch.int32),
-            stride=size,
-        )
+        pooled_kjt = self._pooled_kjt(idx)
         sequence_kjt = KeyedJaggedTensor(
             keys=[ITEM_FEATURE, HISTORY_FEATURE],
             values=torch.from_numpy(np.concatenate([self._item_index[idx], hist_index])),
@@ -136,3 +160,21 @@ class BatchLoader:
             row_id=torch.from_numpy(self._row_id[idx]),
             dense=None if self._dense is None else torch.from_numpy(self._dense[idx]),
         )
+
+
+def _ragged(column: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A List column → (flat Int64 values, per-row lengths, per-row start offsets)."""
+    lengths = column.list.len().fill_null(0).to_numpy().astype(np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    flat = column.explode(empty_as_null=False, keep_nulls=False).to_numpy().astype(np.int64)
+    return flat, lengths, starts
+
+
+def _ragged_positions(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Flat positions of the selected rows' elements, row by row: for starts [5, 0] and
+    lengths [2, 3], [5, 6, 0, 1, 2]."""
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, np.int64)
+    row_offset = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return np.repeat(starts, lengths) + np.arange(total) - row_offset

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import polars as pl
 
+from data.bags import BAG_DTYPE, is_bag
 from data.batch import ITEM_FEATURE, RETENTION_LABELS, USER_FEATURE, FeatureLayout
 from data.coldstart import add_cold_flags
 from data.dataset import Dataset
@@ -100,8 +101,11 @@ def _join_side_features(dataset: Dataset) -> pl.DataFrame:
         users = dataset.users.select(
             pl.col("user_id").cast(inter.schema["user_id"], strict=False), *dataset.user_features
         )
-        # A user missing from the user table keeps null categoricals, encoded as OOV.
+        # A user missing from the user table keeps null categoricals, encoded as OOV (an empty
+        # bag for a multi-valued one).
         inter = inter.join(users, on="user_id", how="left", maintain_order="left")
+        inter = inter.with_columns(pl.col(f).fill_null(pl.lit([], dtype=BAG_DTYPE))
+                                   for f in dataset.user_features if is_bag(inter.schema[f]))
     return inter
 
 
@@ -173,5 +177,7 @@ def prepare(dataset: Dataset, config: PrepareConfig | None = None,
         retention_labels=RETENTION_LABELS if config.retention else (),
         num_items=dataset.items.height,
         dense=(LOGIT_FEATURE,) if config.prior_rate else (),
+        bags=tuple(f for f in pooled_features(dataset, config)
+                   if f in frame.columns and is_bag(frame.schema[f])),
     )
     return Prepared(dataset=dataset, frame=frame, vocabs=vocabs, layout=layout, config=config)

@@ -2,6 +2,10 @@
 
 Unknown keys are errors, not silently ignored: a typo such as ``lables`` would otherwise drop a
 label without a word.
+
+A categorical column may be multi-valued (a bag, such as a film's genres): either a polars
+``List`` column (Parquet), which needs no declaration, or a string column split on a separator
+declared in the section's ``multi_valued`` table, e.g. ``multi_valued = { genres = "|" }``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ class InteractionsSpec:
     timestamp: str
     labels: list[str]
     categorical: list[str] = field(default_factory=list)
+    multi_valued: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,7 @@ class ItemsSpec:
     text: list[str] = field(default_factory=list)
     image: str | None = None
     categorical: list[str] = field(default_factory=list)
+    multi_valued: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,7 @@ class UsersSpec:
     file: str
     id: str
     categorical: list[str] = field(default_factory=list)
+    multi_valued: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -75,7 +82,14 @@ def _section(cls: type, raw: Any, section: str, problems: list[Problem]) -> Any:
             continue
         value = raw[name]
         expected_list = str(f.type).startswith("list")
-        if expected_list:
+        if str(f.type).startswith("dict"):
+            if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+                problems.append(Problem(SPEC_FILE, f"'{name}' in [{section}] must be a table of "
+                                        'column = "separator" (e.g. { genres = "|" })',
+                                        column=f"{section}.{name}"))
+                continue
+            problems += _check_multi_valued(value, raw.get("categorical", []), section)
+        elif expected_list:
             if isinstance(value, str):
                 value = [value]
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -90,6 +104,22 @@ def _section(cls: type, raw: Any, section: str, problems: list[Problem]) -> Any:
     if any(p.column and p.column.startswith(f"{section}.") for p in problems):
         return None
     return cls(**kwargs)
+
+
+def _check_multi_valued(separators: dict[str, str], categorical: Any, section: str) -> list[Problem]:
+    """Each declared multi-valued column must be one of the section's categoricals and have a
+    non-empty separator."""
+    categorical = [categorical] if isinstance(categorical, str) else categorical
+    problems = []
+    for column, separator in separators.items():
+        where = f"{section}.multi_valued.{column}"
+        if not isinstance(categorical, list) or column not in categorical:
+            problems.append(Problem(SPEC_FILE, f"multi-valued column '{column}' in [{section}] must "
+                                    "also be listed in 'categorical'", column=where))
+        if separator == "":
+            problems.append(Problem(SPEC_FILE, f"the separator of '{column}' in [{section}] is empty",
+                                    column=where))
+    return problems
 
 
 def parse_spec(text: str) -> DatasetSpec:
@@ -137,6 +167,8 @@ def spec_to_toml(spec: DatasetSpec) -> str:
     """Writes a spec back as TOML (used by synth and adapters)."""
 
     def fmt(value: Any) -> str:
+        if isinstance(value, dict):
+            return "{ " + ", ".join(f"{fmt(k)} = {fmt(v)}" for k, v in value.items()) + " }"
         if isinstance(value, list):
             return "[" + ", ".join(fmt(v) for v in value) + "]"
         return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -149,7 +181,7 @@ def spec_to_toml(spec: DatasetSpec) -> str:
         out.append(f"[{section}]")
         for f in fields(sec):
             value = getattr(sec, f.name)
-            if value is None:
+            if value is None or (isinstance(value, dict) and not value):
                 continue
             out.append(f"{f.name} = {fmt(value)}")
         out.append("")

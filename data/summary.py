@@ -6,6 +6,7 @@ from typing import Any
 
 import polars as pl
 
+from data.bags import is_bag
 from data.coldstart import add_cold_flags
 from data.dataset import Dataset
 from data.prepare import Prepared
@@ -30,7 +31,8 @@ def summarize(dataset: Dataset, prepared: Prepared | None = None) -> dict[str, A
     ``days`` (time span, days), ``image_share`` / ``text_share`` (share of items with an image /
     a text), ``items_without_image``, ``missing_media`` (images named but unreadable),
     ``cold_test_rows`` / ``cold_test_items`` (share of test rows / distinct test items whose
-    item never occurs in train, under the default 80/10/10 time split).
+    item never occurs in train, under the default 80/10/10 time split), ``bags`` (multi-valued
+    feature → ``mean_values`` per row of its table, ``empty_share``, ``distinct`` values).
     """
     inter, items = dataset.interactions, dataset.items
     stats = inter.select(
@@ -67,7 +69,22 @@ def summarize(dataset: Dataset, prepared: Prepared | None = None) -> dict[str, A
         "missing_media": len(dataset.missing_media),
         "cold_test_rows": cold["rows"] or 0.0,
         "cold_test_items": cold["cold"] / cold["all"] if cold["all"] else 0.0,
+        "bags": _bag_stats(dataset),
     }
+
+
+def _bag_stats(dataset: Dataset) -> dict[str, dict[str, float]]:
+    """Per multi-valued feature, over the rows of the table it lives in."""
+    tables = [dataset.items, dataset.interactions, *([dataset.users] if dataset.users is not None else [])]
+    stats = {}
+    for table in tables:
+        for name, dtype in table.schema.items():
+            if is_bag(dtype):
+                lengths = table[name].list.len()
+                stats[name] = {"mean_values": float(lengths.mean()),
+                               "empty_share": float((lengths == 0).mean()),
+                               "distinct": table[name].explode().drop_nulls().n_unique()}
+    return stats
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -87,6 +104,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         ("unreadable media", f"{summary['missing_media']:,}"),
         ("cold items, test rows", f"{summary['cold_test_rows']:.1%}"),
         ("cold items, test items", f"{summary['cold_test_items']:.1%}"),
+        *[(f"bag {name}", f"{b['mean_values']:.2f} values per row, {b['empty_share']:.1%} empty, "
+           f"{b['distinct']:,} distinct") for name, b in summary.get("bags", {}).items()],
     ]
     width = max(len(key) for key, _ in lines)
     return "\n".join(f"{key.ljust(width)}  {value}" for key, value in lines)

@@ -1,4 +1,9 @@
-"""Vocabularies for ID-like features: built on the train split, index 0 is out-of-vocabulary."""
+"""Vocabularies for ID-like features: built on the train split, index 0 is out-of-vocabulary.
+
+A multi-valued feature (a ``List`` column, ``data.bags``) has one vocabulary over the values of
+all its bags; encoding maps every element and keeps each bag's length (an empty bag stays
+empty, it is not one OOV value).
+"""
 
 from __future__ import annotations
 
@@ -21,6 +26,8 @@ class Vocab:
 
     @classmethod
     def build(cls, name: str, column: pl.Series, min_count: int = 1) -> Vocab:
+        if isinstance(column.dtype, pl.List):
+            column = column.explode(empty_as_null=False, keep_nulls=False)
         counts = column.drop_nulls().value_counts()
         keep = counts.filter(pl.col("count") >= min_count)[column.name]
         return cls(name=name, values=keep.sort().rename("value"))
@@ -31,13 +38,22 @@ class Vocab:
         return len(self.values) + 1
 
     def encode(self, column: pl.Series) -> pl.Series:
-        """Raw values → Int64 indices (unseen or null → OOV_INDEX)."""
+        """Raw values → Int64 indices (unseen or null → OOV_INDEX); a List column → a
+        ``List(Int64)`` column of the same bag lengths (a null bag → an empty one)."""
+        if isinstance(column.dtype, pl.List):
+            return self._encode_bags(column)
         lookup = pl.DataFrame({"value": self.values, "index": pl.int_range(1, self.size, eager=True)})
         joined = (
             column.cast(self.values.dtype, strict=False).rename("value").to_frame()
             .join(lookup, on="value", how="left", maintain_order="left")
         )
         return joined["index"].fill_null(OOV_INDEX).cast(pl.Int64).rename(column.name)
+
+    def _encode_bags(self, column: pl.Series) -> pl.Series:
+        # replace_strict inside list.eval maps every element in one vectorised pass.
+        encoded = column.list.eval(pl.element().cast(self.values.dtype, strict=False).replace_strict(
+            self.values, pl.int_range(1, self.size, eager=True), default=OOV_INDEX, return_dtype=pl.Int64))
+        return encoded.fill_null(pl.Series([[]], dtype=pl.List(pl.Int64))).rename(column.name)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "dtype": str(self.values.dtype), "values": self.values.to_list()}

@@ -79,16 +79,18 @@ class SparseArch(nn.Module):
         layout: the dataset's feature layout (vocabulary sizes, max history L).
         embedding_dim: D.
         device: ``meta`` to build without memory (sharding materialises the tables).
+        bag_pooling: pooling of the multi-valued features' bags ("mean" or "sum").
     """
 
-    def __init__(self, layout: FeatureLayout, embedding_dim: int, device: torch.device) -> None:
+    def __init__(self, layout: FeatureLayout, embedding_dim: int, device: torch.device,
+                 bag_pooling: str = "mean") -> None:
         super().__init__()
         if not layout.pooled:
             raise ValueError("FeatureLayout.pooled is empty; the user feature is required")
         self.pooled_features: list[str] = list(layout.pooled)
         self.max_history = int(layout.max_history)
         self.ebc = EmbeddingBagCollection(
-            tables=pooled_table_configs(layout, embedding_dim), device=device
+            tables=pooled_table_configs(layout, embedding_dim, bag_pooling), device=device
         )
         self.ec = EmbeddingCollection(
             tables=sequence_table_configs(layout, embedding_dim), device=device
@@ -101,7 +103,7 @@ class SparseArch(nn.Module):
         """Looks up every ID feature.
 
         Args:
-            pooled: KJT with the layout's pooled features, length 1 each.
+            pooled: KJT with the layout's pooled features: length 1 each, or 0..n for a bag.
             sequence: KJT with ``item`` (length 1) and ``hist_item`` (jagged, ≤ L).
 
         Returns:

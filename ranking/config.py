@@ -9,6 +9,7 @@ INTERACTIONS = ("dcn", "dlrm")
 SPARSE_OPTIMIZERS = ("rowwise_adagrad", "adagrad", "sgd", "adam")
 DENSE_OPTIMIZERS = ("adam", "adamw", "adagrad", "sgd")
 SHARDING_TYPES = ("table_wise", "column_wise", "data_parallel", "row_wise", "table_row_wise")
+BAG_POOLINGS = ("mean", "sum")
 COMPUTE_KERNELS = ("fused", "dense", "fused_uvm", "fused_uvm_caching")
 CPU_PRECISIONS = ("auto", "bf16", "fp32")
 
@@ -32,6 +33,8 @@ class RankingConfig:
 
     Attributes:
         embedding_dim: D, width of every ID embedding table.
+        bag_pooling: how a multi-valued feature's bag of embeddings becomes one D-vector
+            (``"mean"`` or ``"sum"``); an empty bag gives zeros either way.
         attention_hidden: hidden sizes of the DIN activation unit (the MLP that scores each
             history item against the target).
         attention_softmax: normalise DIN scores with a masked softmax; ``False`` keeps the
@@ -79,6 +82,7 @@ class RankingConfig:
     """
 
     embedding_dim: int = 16
+    bag_pooling: str = "mean"
     attention_hidden: tuple[int, ...] = (64, 32)
     attention_softmax: bool = False
     interaction: str = "dcn"
@@ -112,6 +116,8 @@ class RankingConfig:
         self.retention_hidden = tuple(int(h) for h in self.retention_hidden)
         if self.embedding_dim <= 0:
             raise ValueError(f"embedding_dim must be > 0, got {self.embedding_dim}")
+        if self.bag_pooling not in BAG_POOLINGS:
+            raise ValueError(f"bag_pooling must be one of {BAG_POOLINGS}, got {self.bag_pooling!r}")
         if self.interaction not in INTERACTIONS:
             raise ValueError(f"interaction must be one of {INTERACTIONS}, got {self.interaction!r}")
         if self.dcn_layers < 0 or self.dcn_low_rank < 0:

@@ -71,7 +71,7 @@ class RankingModel(nn.Module):
         self.config = config
         dim = config.embedding_dim
         content_dim = config.content_dim
-        self.sparse_arch = SparseArch(layout, dim, device)
+        self.sparse_arch = SparseArch(layout, dim, device, config.bag_pooling)
         attention_dim = dim + (content_dim if config.attends_history_content else 0)
         self._cpu_bf16 = config.cpu_bf16
         self.attention = DINAttention(attention_dim, config.attention_hidden,
@@ -250,8 +250,8 @@ class RankingModel(nn.Module):
     def _hide_user_ids(self, pooled: KeyedJaggedTensor) -> KeyedJaggedTensor:
         """The pooled KJT with ``user_id_dropout`` of the rows' user IDs set to ``OOV_INDEX``.
 
-        Only in training. Every pooled feature has length 1, so the user IDs are the B values
-        at the user key's position. Why the OOV row and not a separate vector (as for items):
+        Only in training. The user feature has length 1, so the user IDs are the B values
+        from the user key's offset (bags before it may have any length). Why the OOV row and not a separate vector (as for items):
         the OOV row is what a cold user reads anyway, and the fused sparse optimizer trains it
         like any other row. On a time split most evaluation rows can come from users the
         training log never saw (91% of the MovieLens test rows).
@@ -260,7 +260,7 @@ class RankingModel(nn.Module):
         if not self.training or p == 0.0:
             return pooled
         b = pooled.stride()
-        start = pooled.keys().index(USER_FEATURE) * b
+        start = int(pooled.offset_per_key()[pooled.keys().index(USER_FEATURE)])
         values = pooled.values().clone()
         hide = torch.rand(b, device=values.device) < p
         values[start:start + b] = values[start:start + b].masked_fill(hide, OOV_INDEX)

@@ -1,7 +1,7 @@
 """Embedding table configs derived from the dataset's vocabularies (a ``FeatureLayout``).
 
-One table per pooled feature (``user``, ``user_<c>``, ``item_<c>``, ``ctx_<c>``) in an
-``EmbeddingBagCollection``, and one item table shared by the target ``item`` and the behaviour
+One table per pooled feature (``user``, ``user_<c>``, ``item_<c>``, ``ctx_<c>``; a
+multi-valued one mean- or sum-pools its bag) in an ``EmbeddingBagCollection``, and one item table shared by the target ``item`` and the behaviour
 sequence ``hist_item`` in an ``EmbeddingCollection`` (the history needs per-position vectors,
 not a pooled sum).
 
@@ -29,8 +29,14 @@ def table_name(feature: str) -> str:
     return TABLE_PREFIX + _UNSAFE.sub("_", feature)
 
 
-def pooled_table_configs(layout: FeatureLayout, embedding_dim: int) -> list[EmbeddingBagConfig]:
-    """One sum-pooled table per pooled feature (every bag has length 1, so pooling is a lookup)."""
+def pooled_table_configs(layout: FeatureLayout, embedding_dim: int,
+                         bag_pooling: str = "mean") -> list[EmbeddingBagConfig]:
+    """One table per pooled feature: a multi-valued feature (``layout.bags``) pools its bag
+    with ``bag_pooling`` ("mean" or "sum"); a single-valued one has bags of length 1, where
+    sum pooling is a plain lookup."""
+    poolings = {"mean": PoolingType.MEAN, "sum": PoolingType.SUM}
+    if bag_pooling not in poolings:
+        raise ValueError(f"bag_pooling must be one of {sorted(poolings)}, got {bag_pooling!r}")
     configs = []
     seen: dict[str, str] = {}
     for feature, vocab_size in layout.pooled.items():
@@ -49,7 +55,7 @@ def pooled_table_configs(layout: FeatureLayout, embedding_dim: int) -> list[Embe
                 embedding_dim=embedding_dim,
                 num_embeddings=int(vocab_size),
                 feature_names=[feature],
-                pooling=PoolingType.SUM,
+                pooling=poolings[bag_pooling] if feature in layout.bags else PoolingType.SUM,
             )
         )
     return configs

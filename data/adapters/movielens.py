@@ -36,6 +36,7 @@ from data.spec import SPEC_FILE, DatasetSpec, InteractionsSpec, ItemsSpec, spec_
 
 MAX_TAGS = 20
 NO_GENRES = "(no genres listed)"
+GENRE_SEPARATOR = ", "  # of the genres text column, declared as its bag separator
 POSTER_DIR = "posters"
 REPORT_FILE = "prepare_report.json"
 # Lower rank wins when a movie has posters in several formats, so the choice is deterministic.
@@ -139,13 +140,18 @@ def prepare_movielens(
         if found is not None:
             kept, unreadable, transfer = _transfer_posters(found, posters, tmp / POSTER_DIR)
             items = items.join(kept, on="item_id", how="left", maintain_order="left")
-        text = ["title", "genres", *(["tags"] if "tags" in items.columns else [])]
+        tagged = "tags" in items.columns
+        text = ["title", "genres", *(["tags"] if tagged else [])]
         spec = DatasetSpec(
             name=src.resolve().name,
             interactions=InteractionsSpec(file="interactions.parquet", user="user_id",
                                           item="item_id", timestamp="timestamp", labels=["like"]),
+            # Genres and tags are also bags (multi-valued categoricals): the genre text split
+            # on its separator, and the tag list as a List column; both forms of the contract.
             items=ItemsSpec(file="items.parquet", id="item_id", text=text,
-                            image="poster" if found is not None else None, categorical=["year"]),
+                            image="poster" if found is not None else None,
+                            categorical=["year", "genres", *(["tag_list"] if tagged else [])],
+                            multi_valued={"genres": GENRE_SEPARATOR}),
         )
         interactions.write_parquet(tmp / spec.interactions.file)
         items.write_parquet(tmp / spec.items.file)
@@ -195,7 +201,7 @@ def _items(movies: pl.DataFrame, tags: pl.DataFrame | None,
         pl.when(title.str.len_chars() > 0).then(title).alias("title"),
         # "(no genres listed)" is MovieLens' null; as text it would read like a genre.
         pl.when((genres != NO_GENRES) & (genres.str.len_chars() > 0))
-        .then(genres.str.replace_all(r"\s*\|\s*", ", ")).alias("genres"),
+        .then(genres.str.replace_all(r"\s*\|\s*", GENRE_SEPARATOR)).alias("genres"),
         raw_title.str.extract(_YEAR_SUFFIX, 1).cast(pl.Int32).alias("year"),
     )
     if tags is not None:
@@ -212,7 +218,8 @@ def _items(movies: pl.DataFrame, tags: pl.DataFrame | None,
 
 
 def _tags_text(tags: pl.DataFrame) -> pl.DataFrame:
-    """item_id, tags: distinct lowercase tags, most applied first (ties alphabetical), capped."""
+    """item_id, tags (text) and tag_list (the same tags as a list): distinct lowercase tags,
+    most applied first (ties alphabetical), capped."""
     tag = pl.col("tag").str.strip_chars().str.replace_all(r"\s+", " ").str.to_lowercase()
     return (
         tags.select(pl.col("movieId").alias("item_id"), tag.alias("tag"))
@@ -220,7 +227,8 @@ def _tags_text(tags: pl.DataFrame) -> pl.DataFrame:
         .group_by("item_id", "tag").len("n")
         .sort(["item_id", "n", "tag"], descending=[False, True, False])
         .group_by("item_id", maintain_order=True)
-        .agg(pl.col("tag").head(MAX_TAGS).str.join(", ").alias("tags"))
+        .agg(pl.col("tag").head(MAX_TAGS).str.join(", ").alias("tags"),
+             pl.col("tag").head(MAX_TAGS).alias("tag_list"))
     )
 
 

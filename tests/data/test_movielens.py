@@ -83,7 +83,8 @@ def test_output_loads_and_holds_the_mapped_values(prepared: tuple[Path, Path, li
     assert spec.name == "ml-tiny"
     assert spec.interactions.labels == ["like"]
     assert spec.items.text == ["title", "genres", "tags"]
-    assert (spec.items.image, spec.items.categorical) == ("poster", ["year"])
+    assert (spec.items.image, spec.items.categorical) == ("poster", ["year", "genres", "tag_list"])
+    assert spec.items.multi_valued == {"genres": ", "}
     assert spec.users is None
 
     inter = pl.read_parquet(out / "interactions.parquet")
@@ -117,6 +118,11 @@ def test_output_loads_and_holds_the_mapped_values(prepared: tuple[Path, Path, li
     assert ds.items["text"][0] == (
         "Toy Story | Adventure, Animation, Children | pixar, animation, fun")
     assert ds.items["item_year"].to_list() == ["1995", "1995", "<null>", "1995", "2006"]
+    # Genres and tags are bags: a missing one is an empty bag, not a "<null>" value.
+    assert ds.items["item_genres"].to_list() == [
+        ["Adventure", "Animation", "Children"], ["Comedy", "Drama"], [], ["Fantasy", "Sci-Fi"], ["Mystery"]]
+    assert ds.items["item_tag_list"].to_list()[:4] == [["pixar", "animation", "fun"], ["politics"], [], []]
+    assert len(ds.items["item_tag_list"][4]) == MAX_TAGS
     assert ds.items["image"][0] == str((out / "posters/1.jpg").resolve())
     assert ds.items["image"].null_count() == 3
 
