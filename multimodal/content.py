@@ -170,7 +170,7 @@ class ItemContentEncoder(nn.Module):
 
     def encode_history(self, hist_item_rows: torch.Tensor, hist_mask: torch.Tensor) -> torch.Tensor:
         """History content embeddings B x L x d; zeros where ``hist_mask`` (B x L bool) is False."""
-        valid, rows = _valid_positions(hist_item_rows, hist_mask)
+        valid, rows = valid_positions(hist_item_rows, hist_mask)
         return self._scatter(self._encode(rows, history=True), valid, hist_item_rows.shape)
 
     def forward(self, target_item_rows: torch.Tensor, hist_item_rows: torch.Tensor,
@@ -185,7 +185,7 @@ class ItemContentEncoder(nn.Module):
         # Full mode: both paths share weights and gradient semantics, so one pass over the
         # union of target and history items serves both.
         targets = target_item_rows.reshape(-1).long()
-        valid, rows = _valid_positions(hist_item_rows, hist_mask)
+        valid, rows = valid_positions(hist_item_rows, hist_mask)
         emb = self._encode(torch.cat([targets.to(rows.device), rows]), history=True)
         b = targets.numel()
         return emb[:b], self._scatter(emb[b:], valid, hist_item_rows.shape)
@@ -197,7 +197,7 @@ class ItemContentEncoder(nn.Module):
         return out.index_copy(0, valid.to(emb.device), emb).view(b, length, self.hidden)
 
 
-def _valid_positions(hist_item_rows: torch.Tensor, hist_mask: torch.Tensor
+def valid_positions(hist_item_rows: torch.Tensor, hist_mask: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """Flat indices of the unmasked positions (V) and the item rows there (V long)."""
     if hist_item_rows.shape != hist_mask.shape:

@@ -51,6 +51,11 @@ class ContentSection:
     vision: str = "tiny"  # hub id, local path or "tiny"
     text: str = "tiny"
     tokens: int = field(default=16, metadata=_min(1))  # text tokens kept per item
+    # "qformer": the Fusion-Q-Former turns tokens into content, trained end to end (EM3).
+    # "pooled": each item's pooled token vectors are fixed features, only projected to
+    # `hidden` (multimodal/pooled_content.py; the frozen_content baseline); the Q-Former and
+    # LoRA settings then do nothing, and seq_mode may only be "none" or "frozen".
+    fusion: Literal["qformer", "pooled"] = "qformer"
     variant: Literal["self", "cross"] = "self"
     hidden: int = field(default=32, metadata=_min(1))
     layers: int = field(default=1, metadata=_min(1))
@@ -67,6 +72,12 @@ class ContentSection:
     # None = the encoder's default: recompute the history pass in backward for lora (the
     # memory saving of the LoRA path comes from this), keep activations otherwise.
     checkpoint_history: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.fusion == "pooled" and self.seq_mode not in ("none", "frozen"):
+            raise ValueError(f'fusion = "pooled" trains no content model, so seq_mode must be '
+                             f'"none" or "frozen" (the history reads the same fixed vectors), '
+                             f'got {self.seq_mode!r}')
 
 
 @dataclass

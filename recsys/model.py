@@ -1,5 +1,6 @@
 """The EM3 composition: content encoder (Q-Former + LoRA history path) → ranking model, + CIC
-and the interest contrastive loss.
+and the interest contrastive loss. With ``content.fusion = "pooled"`` the content is the frozen
+towers' pooled vectors instead (``multimodal.pooled_content``, the frozen-content baseline).
 
 ``EM3Model`` is one ``nn.Module`` so that ``DistributedModelParallel`` can wrap it whole: the
 ranking model's TorchRec tables get sharded, everything else (Q-Former, adapters, attention,
@@ -16,6 +17,7 @@ from torch import nn
 from data.batch import Batch, FeatureLayout
 from multimodal.content import HasTokens, ItemContentEncoder
 from multimodal.lora_sequence import LoraSettings
+from multimodal.pooled_content import PooledItemContent
 from multimodal.qformer import QFormerConfig
 from ranking.loss import multitask_bce
 from ranking.model import RankingModel
@@ -64,12 +66,14 @@ class EM3Model(nn.Module):
         self.cfg = cfg
         ranking_cfg = cfg.ranking_config()
         self.ranking = RankingModel(layout, ranking_cfg, device=device)
-        self.content: ItemContentEncoder | None = None
+        self.content: ItemContentEncoder | PooledItemContent | None = None
         self.cic: ContentIdContrastive | None = None
         self.seq_mode = cfg.content.seq_mode
-        if cfg.content.enabled:
-            if tokens is None:
-                raise ValueError("content is enabled but no token features were given")
+        if cfg.content.enabled and tokens is None:
+            raise ValueError("content is enabled but no token features were given")
+        if cfg.content.enabled and cfg.content.fusion == "pooled":
+            self.content = PooledItemContent(tokens, cfg.content.hidden)
+        elif cfg.content.enabled:
             c = cfg.content
             # seq_mode "none" never calls the history path; "frozen" keeps the encoder free of
             # adapters there.

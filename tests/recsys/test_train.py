@@ -183,7 +183,8 @@ def test_dense_optimizer_is_fused_with_a_learning_rate_per_group(world):
 # id_only: on a CPU with native bf16 its dense tower runs under bf16 autocast, with bucketed
 # attention positions; the resumed run must still land on the same result. em3 is killed
 # partway up its interest warm-up ramp (one epoch), which the resumed run must continue.
-@pytest.mark.parametrize("preset", ["em3", "id_only"])
+# frozen_content: its pooled item vectors are rebuilt from the token cache, not checkpointed.
+@pytest.mark.parametrize("preset", ["em3", "id_only", "frozen_content"])
 def test_killed_run_resumes_to_the_same_result(world, tmp_path, preset):
     warmup = ["interest.warmup_epochs=1"] if preset == "em3" else []
     args = ["train", preset, "--data", str(world), "--quiet",
