@@ -18,10 +18,10 @@ from data.dataset import Dataset
 from data.prior_rate import LOGIT_FEATURE, PRIOR_FEATURES, add_prior_rate
 from data.retention import SECONDS_PER_DAY, add_retention_labels
 from data.sequences import add_history
-from data.split import leave_last_out, time_split
+from data.split import leave_last_out, time_split, user_time_split
 from data.vocab import Vocab
 
-SPLIT_METHODS = ("time", "leave_last_out")
+SPLIT_METHODS = ("time", "user_time", "leave_last_out")
 
 
 def index_column(feature: str) -> str:
@@ -35,8 +35,9 @@ class PrepareConfig:
 
     Attributes:
         max_history: L, the longest behaviour sequence kept per row.
-        split: "time" (global 80/10/10 by time) or "leave_last_out" (per user).
-        fractions: train/valid/test fractions of the time split.
+        split: "time" (global 80/10/10 by time), "user_time" (each user's rows 80/10/10 by
+            time) or "leave_last_out" (per user: last row test, the one before valid).
+        fractions: train/valid/test fractions of the time and user_time splits.
         retention: derive the retention labels (return_7d/14d, lt7/14).
         min_count: a value needs this many train rows to get its own vocabulary index.
         tail_days: rows of the log's last ``tail_days`` days get split ``"tail"``: they are in
@@ -113,7 +114,11 @@ def _split(frame: pl.DataFrame, config: PrepareConfig) -> pl.DataFrame:
     """Adds ``split``; rows of the last ``tail_days`` days are ``"tail"`` (see PrepareConfig)."""
 
     def split(f: pl.DataFrame) -> pl.DataFrame:
-        return time_split(f, config.fractions) if config.split == "time" else leave_last_out(f)
+        if config.split == "time":
+            return time_split(f, config.fractions)
+        if config.split == "user_time":
+            return user_time_split(f, config.fractions)
+        return leave_last_out(f)
 
     if config.tail_days == 0:
         return split(frame)

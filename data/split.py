@@ -1,6 +1,6 @@
 """Train / valid / test splits of the canonical interactions (DESIGN.md §4, "split").
 
-Both splits are deterministic: rows are ordered by ``(ts, row_id)``, so a tie in time is broken
+Every split is deterministic: rows are ordered by ``(ts, row_id)``, so a tie in time is broken
 by source row order rather than by whatever order a sort happened to leave.
 """
 
@@ -69,5 +69,28 @@ def leave_last_out(inter: pl.DataFrame) -> pl.DataFrame:
         pl.when(from_end == 0).then(pl.lit("test"))
         .when(from_end == 1).then(pl.lit("valid"))
         .otherwise(pl.lit("train"))
+        .alias("split")
+    )
+
+
+def user_time_split(inter: pl.DataFrame, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> pl.DataFrame:
+    """Adds ``split`` per user: the first 80% of each user's rows in time order are train, the
+    next 10% valid, the last 10% test (for the default fractions; cuts rounded as in
+    ``split_cuts``), so every user with enough rows is in test.
+
+    Within a user nothing leaks (histories and prior rates only look back), but across users a
+    train row may be later than another user's test row: it measures how well a user's own
+    future is ranked, not a deployment at one point in time (that is ``time_split``). Input row
+    order is kept.
+    """
+    _check_fractions(fractions)
+    n = pl.len().over("user_id")
+    position = pl.arg_sort_by("ts", "row_id").arg_sort().over("user_id")
+    cut_valid = (n * fractions[0] + 0.5).floor()
+    cut_test = (n * (fractions[0] + fractions[1]) + 0.5).floor()
+    return inter.with_columns(
+        pl.when(position < cut_valid).then(pl.lit("train"))
+        .when(position < cut_test).then(pl.lit("valid"))
+        .otherwise(pl.lit("test"))
         .alias("split")
     )

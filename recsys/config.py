@@ -33,7 +33,9 @@ class DataSection:
 
     dir: str = ""  # dataset directory; `--data` on the command line sets it
     max_history: int = field(default=20, metadata=_min(1))
-    split: Literal["time", "leave_last_out"] = "time"
+    # "time": the log's first 80% / next 10% / last 10% in time; "user_time": each user's
+    # rows 80/10/10 in time (every user in test); "leave_last_out": each user's last row test.
+    split: Literal["time", "user_time", "leave_last_out"] = "time"
     # The log's last days only label retention (see data.prepare.PrepareConfig.tail_days).
     tail_days: int = field(default=14, metadata=_min(0))
     # The user's smoothed rate of the primary label before each row (a dense logit and two

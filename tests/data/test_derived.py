@@ -19,7 +19,7 @@ from data.coldstart import add_cold_flags
 from data.prior_rate import add_prior_rate
 from data.retention import add_retention_labels
 from data.sequences import add_history
-from data.split import leave_last_out, split_cuts, time_split
+from data.split import leave_last_out, split_cuts, time_split, user_time_split
 
 DAY = 86_400
 
@@ -202,6 +202,24 @@ def test_leave_last_out():
     # user 1: rows 1, 2 (ts 3, tie by row_id), 0 (ts 5), 5 and 7 (ts 9): 7 is last, 5 second.
     assert out["split"].to_list() == ["train", "train", "train", "valid", "test", "valid",
                                       "test", "test"]
+
+
+def test_user_time_split_cuts_each_user_in_time_order():
+    # User 1: 10 rows with ties in ts (broken by row_id); user 2: 3 rows; rows interleaved.
+    user = [1, 2] * 3 + [1] * 7
+    ts = [9, 1, 9, 2, 0, 3, 5, 5, 1, 7, 8, 2, 6]
+    df = canonical(user=user, ts=ts, label=[0] * len(user))
+    out = user_time_split(df).with_row_index("r")
+    for u, expected in ((1, {"train": 8, "valid": 1, "test": 1}), (2, {"train": 2, "valid": 1})):
+        rows = out.filter(pl.col("user_id") == u).sort("ts", "row_id")
+        assert rows["split"].value_counts().rows() and dict(rows["split"].value_counts().rows()) == expected
+        # In each user's time order: all train, then valid, then test.
+        order = {"train": 0, "valid": 1, "test": 2}
+        ranks = [order[s] for s in rows["split"]]
+        assert ranks == sorted(ranks)
+    # User 1's last row by (ts, row_id) is the second ts-9 row (row_id 2), its test row.
+    assert out.filter(pl.col("split") == "test")["row_id"].to_list() == [2]
+    assert out["row_id"].to_list() == df["row_id"].to_list()  # input order kept
 
 
 def test_cold_flags():
