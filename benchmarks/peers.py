@@ -64,7 +64,7 @@ from benchmarks.peers_fuxictr import (  # noqa: E402
     run_fuxictr,
 )
 from benchmarks.peers_model_zoo import COMMIT, ensure_model_zoo  # noqa: E402
-from benchmarks.peers_paired import best_on_valid, paired_interval  # noqa: E402
+from benchmarks.peers_paired import best_on_valid, paired_interval, seed_ensemble  # noqa: E402
 from benchmarks.peers_report import (  # noqa: E402
     COLUMNS,
     OURS,
@@ -75,6 +75,8 @@ from benchmarks.peers_report import (  # noqa: E402
 
 # The project's shared data folder sits beside the repository (never copied into it).
 MOVIELENS_SRC = ROOT.parent / "shared" / "data" / "movielens-small"
+# Seed-ensemble test predictions of every model, for quality.py's paired intervals (git-ignored).
+PREDICTIONS = ROOT / "benchmarks" / ".data" / "peers_predictions"
 
 
 # ---- data -----------------------------------------------------------------------------------
@@ -115,7 +117,9 @@ def train_ours_worker(data_dir: str, run_dir: str, seed: int, epochs: int, threa
     total = time.perf_counter() - started
     history = read_history(run_dir)
     label = next(iter(metrics["labels"]))  # labels are in layout order: the primary first
+    best = metrics.get("best_epoch") or len(history)
     Path(result).write_text(json.dumps({
+        "valid_gauc": history[best - 1]["valid"]["labels"][label]["gauc"],
         "epochs": [{"samples_per_s": r["samples_per_s"],
                     "valid": {"AUC": r["valid"]["labels"][label]["auc"]}} for r in history],
         "total_s": total, "best_epoch": metrics.get("best_epoch"),
@@ -211,14 +215,19 @@ def _valid_gauc(valid: dict[str, np.ndarray], p: np.ndarray) -> float:
 
 def bench_dataset(name: str, python: Path, workdir: Path, seeds: int, epochs: int, threads: int,
                   num_workers: int, ablation: bool, models: tuple[str, ...] = FUXICTR_MODELS,
-                  zoo: Path | None = None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+                  zoo: Path | None = None, overrides: tuple[str, ...] = (),
+                  predictions: Path | None = None
+                  ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """Trains ours and each FuxiCTR model of ``models`` per seed on one dataset: (rows,
-    ours − best FuxiCTR model with its paired interval, or None without FuxiCTR rows)."""
+    ours − best FuxiCTR model with its paired interval, or None without FuxiCTR rows).
+    ``overrides`` (``--set``) apply to our training and to the prepared data both libraries
+    see. Each model's seed-ensemble test predictions are kept under ``predictions``
+    (``PREDICTIONS`` by default)."""
     data_dir = make_dataset(name, workdir / "data")
     if data_dir is None:
         return [], None
     export = workdir / f"export_{name}"
-    meta = export_for_fuxictr(data_dir, export)
+    meta = export_for_fuxictr(data_dir, export, list(overrides))
     test = meta["test"]
     print(f"{name}: rows {meta['rows']}, features {meta['features']}, "
           f"bags {meta['bags'] or 'none'}", flush=True)
@@ -228,10 +237,10 @@ def bench_dataset(name: str, python: Path, workdir: Path, seeds: int, epochs: in
     probs: dict[str, list[np.ndarray]] = {}  # model -> test probabilities per seed
     for seed in range(seeds):
         print(f"{name} seed {seed}: training ours ({PRESET}) ...", flush=True)
-        ours, preds = run_ours(data_dir, work, seed, epochs, threads)
+        ours, preds = run_ours(data_dir, work, seed, epochs, threads, overrides)
         p_ours = _ours_probs(preds, test, meta["label"])
         probs.setdefault(OURS, []).append(p_ours)
-        rows.append(_row(OURS, name, seed, ours, p_ours, test))
+        rows.append(_row(OURS, name, seed, ours, p_ours, test, ours["valid_gauc"]))
         for model in models:
             print(f"{name} seed {seed}: training FuxiCTR {model} ...", flush=True)
             theirs, p_theirs, p_valid = run_fuxictr(python, export, meta, work, seed, epochs,
@@ -248,13 +257,43 @@ def bench_dataset(name: str, python: Path, workdir: Path, seeds: int, epochs: in
             rows[-1]["source"] = theirs["model"]
         if ablation:
             print(f"{name} seed {seed}: training ours without retention heads ...", flush=True)
-            abl, preds = run_ours(data_dir, work, seed, epochs, threads, NO_RETENTION, "noret")
+            abl, preds = run_ours(data_dir, work, seed, epochs, threads,
+                                  (*overrides, *NO_RETENTION), "noret")
             rows.append(_row(OURS_NO_RETENTION, name, seed, abl,
                              _ours_probs(preds, test, meta["label"]), test))
     best = best_on_valid(rows, name)
+    save_predictions(predictions_dir(name, overrides, predictions), test, probs, rows, name, best)
     paired = None if best is None else paired_interval(
         meta["label"], test["y"], test["user_key"], probs[OURS], probs[best], best, OURS)
     return rows, paired
+
+
+def predictions_dir(name: str, overrides: tuple[str, ...] | list[str],
+                    root: Path | None = None) -> Path:
+    """Where ``bench_dataset`` keeps the test predictions of dataset ``name`` (and runs with
+    these ``--set`` overrides) for ``benchmarks/quality.py`` to pair its rows with: under
+    ``root``, ``PREDICTIONS`` by default."""
+    from benchmarks.quality import overrides_key
+
+    return (PREDICTIONS if root is None else root) / f"{name}{overrides_key(list(overrides))}"
+
+
+def save_predictions(out: Path, test: dict[str, np.ndarray], probs: dict[str, list[np.ndarray]],
+                     rows: list[dict[str, Any]], name: str, best: str | None) -> None:
+    """One Parquet file per model: ``row_id``, ``user_key``, ``y`` and ``p`` (its seed
+    ensemble: mean logit), plus ``index.json`` (model → file, seeds, mean validation GAUC, and
+    which FuxiCTR model is best on validation)."""
+    out.mkdir(parents=True, exist_ok=True)
+    index: dict[str, Any] = {"best_fuxictr_on_valid": best, "models": {}}
+    for i, (model, per_seed) in enumerate(probs.items()):
+        file = f"model_{i}.parquet"
+        pl.DataFrame({"row_id": test["row_id"], "user_key": test["user_key"], "y": test["y"],
+                      "p": seed_ensemble(per_seed)}).write_parquet(out / file)
+        valid = [r["valid_gauc"] for r in rows
+                 if r["dataset"] == name and r["model"] == model and r.get("valid_gauc") is not None]
+        index["models"][model] = {"file": file, "seeds": len(per_seed),
+                                  "valid_gauc": statistics.fmean(valid) if valid else None}
+    (out / "index.json").write_text(json.dumps(index, indent=2))
 
 
 def parse_models(text: str) -> tuple[str, ...]:
@@ -306,6 +345,10 @@ def main(argv: list[str] | None = None) -> None:
                          "needed once, they are kept under benchmarks/.data")
     ap.add_argument("--output", type=Path, default=None,
                     help="write the results JSON here instead of benchmarks/results/peers.json")
+    ap.add_argument("--set", dest="overrides", action="append", default=[],
+                    help="config override for our runs and the data both libraries see "
+                         "(repeatable), e.g. --set data.split='\"user_time\"'; the results "
+                         "then go to results/peers-set-<hash>.json")
     ap.add_argument("--no-write", action="store_true", help="print only, leave results alone")
     ap.add_argument("--collect-only", action="store_true",
                     help="train nothing: recompute the means and targets of the recorded "
@@ -336,7 +379,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for name in datasets:
             got, pair = bench_dataset(name, python, workdir, args.seeds, epochs, args.threads,
-                                      args.num_workers, not args.no_ablation, args.models, zoo)
+                                      args.num_workers, not args.no_ablation, args.models, zoo,
+                                      tuple(args.overrides),
+                                      # a run for another file keeps its predictions beside it
+                                      None if args.output is None
+                                      else args.output.parent / "predictions")
             rows += got
             if pair is not None:
                 paired[name] = pair
@@ -371,7 +418,10 @@ def main(argv: list[str] | None = None) -> None:
         if args.output is not None:
             path = write_output(args.output, rows, targets, cmd, extra)
         else:
-            path = write_results("peers", rows, targets, cmd, extra=extra)
+            from benchmarks.quality import overrides_key
+
+            path = write_results(f"peers{overrides_key(args.overrides)}", rows, targets, cmd,
+                                 extra=extra)
         print(f"wrote {path}")
 
 

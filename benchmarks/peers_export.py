@@ -30,7 +30,7 @@ def _sequence_keys(user: np.ndarray, ts: np.ndarray) -> np.ndarray:
     return (user.astype(np.int64) << 32) | ts.astype(np.int64)
 
 
-def export_for_fuxictr(data_dir: Path, out: Path) -> dict[str, Any]:
+def export_for_fuxictr(data_dir: Path, out: Path, overrides: list[str] | None = None) -> dict[str, Any]:
     """Prepares ``data_dir`` with our pipeline and writes FuxiCTR's input files.
 
     Files in ``out``: ``{train,valid,test}.parquet`` for LongCTR's DIN (one row per
@@ -53,7 +53,7 @@ def export_for_fuxictr(data_dir: Path, out: Path) -> dict[str, Any]:
     from data.prepare import prepare
     from recsys.config import load_train_config
 
-    cfg = load_train_config(PRESET)
+    cfg = load_train_config(PRESET, overrides)  # the data section decides the split
     return export_prepared(prepare(load_dataset(data_dir), cfg.prepare_config()), out)
 
 

@@ -56,16 +56,30 @@ PRIOR_ALONE = "prior rate alone (no model)"
 # MovieLens only: its item text (title, genres, tags) is real language, and a pretrained text
 # model is what a user brings to real data; the synthetic world's titles are drawn from topic
 # word lists that the model is trained to find without one.
-PRETRAINED = {"em3 + MiniLM text": ("em3", "minilm", 32)}
+# Rows of a preset trained with real pretrained towers: row name -> (preset, encoders of
+# benchmarks/pretrained.py by modality, text tokens kept per item). "real towers" = the MiniLM
+# text tower and the ResNet-50 vision tower (its 7 x 7 feature map as 49 image tokens).
+REAL_TOWERS = {"text": "minilm", "vision": "resnet50"}
+PRETRAINED = {
+    "em3 + MiniLM text": ("em3", {"text": "minilm"}, 32),
+    "em3 + real towers": ("em3", REAL_TOWERS, 32),
+    "frozen_content + real towers": ("frozen_content", REAL_TOWERS, 32),
+}
+# The rows the real-data targets (issue "Real data decides", step 6) are about.
+EM3_REAL, FROZEN_REAL = "em3 + real towers", "frozen_content + real towers"
 PRETRAINED_DATASETS = ("movielens",)
 
 
 def dataset_dir(name: str) -> Path | None:
-    """The prepared dataset directory, building it on first use; None when the source is absent."""
+    """The prepared dataset directory; None when the source is absent.
+
+    MovieLens is prepared afresh on every call (the adapter takes a second) and the kept copy
+    replaced when the adapter's output changed, so runs never reuse a dataset from older code;
+    an unchanged copy is kept, with the token caches inside it."""
     out = WORK / name
-    if (out / "dataset.toml").is_file():
-        return out
     if name == "synth":
+        if (out / "dataset.toml").is_file():
+            return out
         from data.synth import SynthConfig, synthesize
 
         return synthesize(out, SynthConfig())
@@ -73,10 +87,22 @@ def dataset_dir(name: str) -> Path | None:
         if not (MOVIELENS / "ratings.csv").is_file():
             print(f"movielens: {MOVIELENS} is absent, skipped")
             return None
+        import shutil
+
         from data.adapters.movielens import prepare_movielens
+        from data.dataset import dataset_fingerprint
 
         posters = MOVIELENS / "posters"
-        return prepare_movielens(MOVIELENS, out, posters=posters if posters.is_dir() else None, log=None)
+        fresh = prepare_movielens(MOVIELENS, WORK / f".{name}-fresh", overwrite=True, log=None,
+                                  posters=posters if posters.is_dir() else None)
+        if (out / "dataset.toml").is_file() and dataset_fingerprint(out) == dataset_fingerprint(fresh):
+            shutil.rmtree(fresh)
+            return out
+        if out.exists():
+            print(f"{name}: the adapter's output changed; replacing {out}")
+            shutil.rmtree(out)
+        fresh.rename(out)
+        return out
     raise ValueError(f"unknown dataset {name}")
 
 
@@ -100,23 +126,48 @@ def row_setup(row: str) -> tuple[str, list[str]] | None:
         return row, []
     from benchmarks.pretrained import ensure_encoder
 
-    preset, encoder, tokens = PRETRAINED[row]
-    path = ensure_encoder(encoder)
-    if path is None:
-        return None
-    return preset, [f"content.text={json.dumps(str(path))}", f"content.tokens={tokens}"]
+    preset, encoders, tokens = PRETRAINED[row]
+    overrides = [f"content.tokens={tokens}"]
+    for modality, encoder in encoders.items():
+        path = ensure_encoder(encoder)
+        if path is None:
+            return None
+        overrides.append(f"content.{modality}={json.dumps(str(path))}")
+    return preset, overrides
 
 
 def run_stem(row: str) -> str:
     """The run directories of a row are ``<stem>-s<seed>``: the preset, or for a
-    ``PRETRAINED`` row ``<preset>+<encoder>`` (``em3+minilm``)."""
+    ``PRETRAINED`` row ``<preset>+<encoder>...`` (``em3+minilm``, ``em3+minilm+resnet50``)."""
     if row in PRETRAINED:
-        preset, encoder, _ = PRETRAINED[row]
-        return f"{preset}+{encoder}"
+        preset, encoders, _ = PRETRAINED[row]
+        return "+".join([preset, *encoders.values()])
     return row
 
 
+def set_aside_if_stale(run_dir: Path, data: Path) -> Path | None:
+    """Moves ``run_dir`` to ``<run>.stale-<its data fingerprint>`` when it was trained (or
+    started) on other data than ``data``; returns where it went, None when it stays."""
+    import shutil
+
+    from data.dataset import dataset_fingerprint
+
+    if not (run_dir / "run.json").is_file():
+        return None
+    trained_on = (json.loads((run_dir / "run.json").read_text()).get("dataset") or {}).get("fingerprint")
+    if trained_on == dataset_fingerprint(data):
+        return None
+    stale = run_dir.with_name(f"{run_dir.name}.stale-{trained_on}")
+    print(f"{run_dir.name}: trained on other data ({trained_on}); moved to {stale.name}")
+    shutil.rmtree(stale, ignore_errors=True)
+    run_dir.rename(stale)
+    return stale
+
+
 def train_once(data: Path, preset: str, seed: int, run_dir: Path, overrides: list[str]) -> dict:
+    """Trains ``run_dir`` unless it finished on exactly this data; a run of other data (an
+    older adapter or world) is moved aside to ``<run>.stale-<its fingerprint>``, not reused."""
+    set_aside_if_stale(run_dir, data)
     if not (run_dir / "metrics.json").is_file():
         args = [sys.executable, "-m", "recsys", "train", preset, "--data", str(data), "--out",
                 str(run_dir), "--no-track", "--quiet", "--set", f"train.seed={seed}"]
@@ -190,15 +241,13 @@ def seed_ensemble(run_dirs: list[Path], label: str) -> pl.DataFrame:
 
 
 def paired_gap(name: str, overrides: list[str], seeds: list[int], n_boot: int = 2000,
-               challenger: str = PAIRED[1]) -> dict | None:
-    """``challenger`` (a row of the table, ``PAIRED[1]`` by default) − ``PAIRED[0]`` on the test
+               challenger: str = PAIRED[1], champion: str = PAIRED[0]) -> dict | None:
+    """``challenger`` (a row of the table, ``PAIRED[1]`` by default) − ``champion`` on the test
     split with a 95% interval: a paired bootstrap over test users (``recsys.selection_stats``,
-    what ``recsys select`` decides with) of the two rows' seed ensembles. The interval covers
-    which users the test split happened to hold, not the training seed (the ± of the table
-    does). None unless every run finished."""
-    from recsys.selection_stats import MetricSpec, paired_bootstrap
-
-    pair = (PAIRED[0], challenger)
+    what ``recsys select`` decides with) of the two rows' seed ensembles (``PAIRED[0]`` by
+    default). The interval covers which users the test split happened to hold, not the
+    training seed (the ± of the table does). None unless every run finished."""
+    pair = (champion, challenger)
     dirs = {r: [runs_root(name, overrides) / f"{run_stem(r)}-s{s}" for s in seeds] for r in pair}
     if not all((d / "predictions" / "test.parquet").is_file() for ds in dirs.values() for d in ds):
         return None
@@ -206,7 +255,16 @@ def paired_gap(name: str, overrides: list[str], seeds: list[int], n_boot: int = 
     a, b = (seed_ensemble(dirs[r], label) for r in pair)
     if not a["row_id"].equals(b["row_id"]) or not a[label].equals(b[label]):
         raise ValueError(f"{name}: {pair[0]} and {pair[1]} were tested on different rows")
-    out = {"champion": pair[0], "challenger": pair[1], "seeds": list(seeds)}
+    return {**ensemble_gap(a, b, label, n_boot), "champion": pair[0], "challenger": pair[1],
+            "seeds": list(seeds)}
+
+
+def ensemble_gap(a: pl.DataFrame, b: pl.DataFrame, label: str, n_boot: int = 2000) -> dict:
+    """``b`` − ``a`` (two prediction frames on the same test rows, in the same order) per
+    metric with its 95% interval: a paired bootstrap over test users."""
+    from recsys.selection_stats import MetricSpec, paired_bootstrap
+
+    out = {}
     for kind, subset in (("auc", None), ("gauc", None), ("auc_cold_item", "cold_item")):
         fa, fb = a, b
         if subset is not None:
@@ -228,6 +286,53 @@ def best_valid_auc(run_dir: Path) -> float:
     history = read_history(run_dir)
     label = next(iter(history[0]["valid"]["labels"]))
     return max(r["valid"]["labels"][label]["auc"] for r in history)
+
+
+def kept_valid_gauc(run_dir: Path) -> float:
+    """Validation GAUC of the primary label at the epoch the run kept (its best checkpoint)."""
+    from recsys.rundir import read_history
+
+    history = read_history(run_dir)
+    best = json.loads((run_dir / "metrics.json").read_text()).get("best_epoch") or len(history)
+    label = next(iter(history[0]["valid"]["labels"]))
+    return history[best - 1]["valid"]["labels"][label]["gauc"]
+
+
+def best_id_gap(name: str, overrides: list[str], seeds: list[int],
+                challenger: str = EM3_REAL) -> dict | None:
+    """``challenger`` − the best ID model, picked on validation GAUC among our ``id_only``
+    (mean over seeds) and the best FuxiCTR model of ``benchmarks/peers.py`` (its seed-ensemble
+    test predictions, kept by peers.py for the same data and overrides), with the paired
+    interval of ``ensemble_gap``. None unless the challenger's and id_only's runs finished."""
+    import polars as pl
+
+    from benchmarks.peers import predictions_dir
+
+    root = runs_root(name, overrides)
+    dirs = {r: [root / f"{run_stem(r)}-s{s}" for s in seeds] for r in (challenger, "id_only")}
+    if not all((d / "predictions" / "test.parquet").is_file() for ds in dirs.values() for d in ds):
+        return None
+    label = next(iter(json.loads((dirs["id_only"][0] / "metrics.json").read_text())["labels"]))
+    b = seed_ensemble(dirs[challenger], label)
+    candidates = {"id_only": (statistics.fmean(kept_valid_gauc(d) for d in dirs["id_only"]),
+                              seed_ensemble(dirs["id_only"], label))}
+    index_file = predictions_dir(name, overrides) / "index.json"
+    index = json.loads(index_file.read_text()) if index_file.is_file() else {}
+    peer = index.get("best_fuxictr_on_valid")
+    if peer is not None:
+        info = index["models"][peer]
+        theirs = pl.read_parquet(index_file.parent / info["file"])
+        a = b.drop(f"pred_{label}").join(
+            theirs.select("row_id", "y", pl.col("p").alias(f"pred_{label}")), on="row_id",
+            how="left", maintain_order="left")
+        if a[f"pred_{label}"].null_count() or not (a["y"] == a[label]).all():
+            raise ValueError(f"{index_file.parent}: {peer}'s test rows differ from {challenger}'s; "
+                             "re-run benchmarks/peers.py on the current data")
+        candidates[peer] = (info["valid_gauc"], a.drop("y"))
+    champion = max(candidates, key=lambda k: candidates[k][0])
+    return {**ensemble_gap(candidates[champion][1], b, label), "champion": champion,
+            "challenger": challenger, "seeds": list(seeds), "picked_by": "validation GAUC",
+            "valid_gauc": {k: round(v[0], 4) for k, v in candidates.items()}}
 
 
 def selected_on_valid(name: str, overrides: list[str]) -> tuple[dict, list[dict]] | None:
@@ -274,6 +379,28 @@ def summarise(values: list[float | None]) -> tuple[float | None, float | None]:
     if not clean:
         return None, None
     return statistics.fmean(clean), (statistics.stdev(clean) if len(clean) > 1 else 0.0)
+
+
+def real_data_targets(paired_real: dict[str, dict]) -> list[dict]:
+    """The targets of the real-tower rows, per dataset: ``em3`` with real towers against the
+    best ID model (GAUC ≥ +0.005 and cold-item AUC ≥ +0.02, each with its interval above zero;
+    AUC not worse) and against ``frozen_content`` with the same towers (AUC and GAUC ≥ 0)."""
+    out = []
+    for name, gaps in paired_real.items():
+        best = gaps.get("vs_best_id")
+        if best is not None:
+            stem = f"{name}_em3_real_minus_best_id"
+            out += [target(f"{stem}_gauc", best["gauc"]["gain"], ">=", 0.005),
+                    target(f"{stem}_gauc_ci_low", best["gauc"]["ci_low"], ">", 0.0),
+                    target(f"{stem}_auc_cold_item", best["auc_cold_item"]["gain"], ">=", 0.02),
+                    target(f"{stem}_auc_cold_item_ci_low", best["auc_cold_item"]["ci_low"], ">", 0.0),
+                    target(f"{stem}_auc", best["auc"]["gain"], ">=", 0.0)]
+        frozen = gaps.get("vs_frozen_content")
+        if frozen is not None:
+            stem = f"{name}_em3_real_minus_frozen_content_real"
+            out += [target(f"{stem}_auc", frozen["auc"]["gain"], ">=", 0.0),
+                    target(f"{stem}_gauc", frozen["gauc"]["gain"], ">=", 0.0)]
+    return out
 
 
 def main() -> int:
@@ -371,6 +498,23 @@ def main() -> int:
                   f"{gap['auc']['users']} test users): " + ", ".join(
                       f"{k} {gap[k]['gain']:+.4f} [{gap[k]['ci_low']:+.4f}, {gap[k]['ci_high']:+.4f}]"
                       for k in ("auc", "gauc", "auc_cold_item")))
+    paired_real = old.get("paired_real", {})
+    for name in dict.fromkeys(r["dataset"] for r in rows):
+        gaps_real = {"vs_best_id": best_id_gap(name, args.overrides, args.seeds),
+                     "vs_frozen_content": paired_gap(name, args.overrides, args.seeds,
+                                                     challenger=EM3_REAL, champion=FROZEN_REAL)}
+        gaps_real = {k: v for k, v in gaps_real.items() if v is not None}
+        if not gaps_real:
+            continue
+        paired_real[name] = gaps_real
+        for gap in gaps_real.values():
+            print(f"{name} {gap['challenger']} - {gap['champion']}: " + ", ".join(
+                f"{k} {gap[k]['gain']:+.4f} [{gap[k]['ci_low']:+.4f}, {gap[k]['ci_high']:+.4f}]"
+                for k in ("auc", "gauc", "auc_cold_item")))
+    real_targets = real_data_targets(paired_real)
+    for t in real_targets:
+        print(f"target {t['name']}: {t['value']:+.4f} ({t['target']}) {'met' if t['met'] else 'NOT met'}")
+    targets += real_targets
     # The recorded results: every dataset x preset x seed 0-2 (the defaults). Invocations merge
     # into one file, so runs split across invocations still reproduce it (finished runs are
     # reused from benchmarks/.data/runs).
@@ -378,7 +522,8 @@ def main() -> int:
     if args.overrides:  # not the recorded invocations: say what this file holds
         command = " ".join(["python benchmarks/quality.py", *sys.argv[1:]])
     path = write_results(results_name, rows, targets, command.strip(),
-                         {"paired": gaps, "paired_pretrained": gaps_pretrained, "runs": raw})
+                         {"paired": gaps, "paired_pretrained": gaps_pretrained,
+                          "paired_real": paired_real, "runs": raw})
     print(f"wrote {path}")
     return 0
 

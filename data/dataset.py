@@ -210,6 +210,16 @@ def _fingerprint(spec_path: Path, table_paths: list[Path]) -> str:
     return h.hexdigest()[:16]
 
 
+def dataset_fingerprint(directory: str | Path) -> str:
+    """``Dataset.fingerprint`` of a directory without loading or validating its tables: the
+    hash of ``dataset.toml`` and of the tables it names (what a run records as its data)."""
+    root = Path(directory).resolve()
+    spec = read_spec(root)
+    # Same order as load_dataset: interactions, items, users.
+    sections = [spec.interactions, spec.items, *([spec.users] if spec.users else [])]
+    return _fingerprint(root / "dataset.toml", [resolve_table_path(root, s.file) for s in sections])
+
+
 def load_dataset(directory: str | Path, allow_missing_media: bool = False) -> Dataset:
     """Loads and validates a contract dataset directory.
 

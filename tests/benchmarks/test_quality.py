@@ -114,3 +114,118 @@ def test_paired_gap_of_a_pretrained_row_reads_its_own_runs(world: dict) -> None:
     em3 = quality.paired_gap("toy", [], [0, 1], n_boot=200)
     assert row["challenger"] == "em3 + MiniLM text" and row["champion"] == "id_only"
     assert row["auc"] == em3["auc"] and row["auc_cold_item"] == em3["auc_cold_item"]
+
+
+def test_real_tower_rows_train_their_presets_with_both_fetched_towers(tmp_path, monkeypatch):
+    from benchmarks import pretrained
+    from recsys.config import load_train_config
+
+    monkeypatch.setattr(pretrained, "ensure_encoder", lambda name: tmp_path / name)
+    for row, preset in ((quality.EM3_REAL, "em3"), (quality.FROZEN_REAL, "frozen_content")):
+        got, extra = quality.row_setup(row)
+        cfg = load_train_config(got, extra)
+        assert got == preset
+        assert (cfg.content.text, cfg.content.vision, cfg.content.tokens) == (
+            str(tmp_path / "minilm"), str(tmp_path / "resnet50"), 32)
+        assert quality.run_stem(row) == f"{preset}+minilm+resnet50"
+    # Either tower missing: the row is skipped.
+    monkeypatch.setattr(pretrained, "ensure_encoder",
+                        lambda name: None if name == "resnet50" else tmp_path / name)
+    assert quality.row_setup(quality.EM3_REAL) is None
+
+
+def _history(run_dir: Path, valid_gauc: list[float], best: int) -> None:
+    lines = [json.dumps({"epoch": e + 1, "valid": {"labels": {"click": {"auc": 0.5, "gauc": g}}}})
+             for e, g in enumerate(valid_gauc)]
+    (run_dir / "history.jsonl").write_text("\n".join(lines) + "\n")
+    (run_dir / "metrics.json").write_text(json.dumps({"labels": {"click": {}}, "best_epoch": best}))
+
+
+def _peer_predictions(world: dict, valid_gauc: float, shift_rows: int = 0) -> Path:
+    from benchmarks.peers import predictions_dir
+
+    out = predictions_dir("toy", [])
+    out.mkdir(parents=True)
+    rng = np.random.default_rng(5)
+    y = world["y"]
+    p = 1 / (1 + np.exp(-(0.8 * (y - 0.5) + rng.normal(0, 1, y.size))))
+    pl.DataFrame({"row_id": world["row_id"] + shift_rows, "user_key": world["user"], "y": y,
+                  "p": p}).write_parquet(out / "model_1.parquet")
+    (out / "index.json").write_text(json.dumps({
+        "best_fuxictr_on_valid": "FuxiCTR DNN",
+        "models": {"FuxiCTR DNN": {"file": "model_1.parquet", "seeds": 1, "valid_gauc": valid_gauc}}}))
+    return out
+
+
+@pytest.mark.parametrize(("peer_valid", "champion"), [(0.9, "FuxiCTR DNN"), (0.1, "id_only")])
+def test_em3_real_is_compared_with_the_id_model_best_on_validation(world, monkeypatch, peer_valid,
+                                                                   champion):
+    import shutil
+
+    from benchmarks import peers
+
+    monkeypatch.setattr(peers, "PREDICTIONS", quality.WORK / "peers")
+    root = quality.runs_root("toy", [])
+    for seed in (0, 1):
+        shutil.copytree(root / f"em3-s{seed}", root / f"em3+minilm+resnet50-s{seed}")
+        _history(root / f"id_only-s{seed}", [0.3, 0.5, 0.4], best=2)
+    assert quality.kept_valid_gauc(root / "id_only-s0") == 0.5
+    assert quality.best_id_gap("toy", [], [0, 1]) is not None  # id_only alone without peers
+    theirs = pl.read_parquet(_peer_predictions(world, peer_valid) / "model_1.parquet")
+    gap = quality.best_id_gap("toy", [], [0, 1])
+    assert (gap["champion"], gap["challenger"]) == (champion, quality.EM3_REAL)
+    assert gap["valid_gauc"] == {"id_only": 0.5, "FuxiCTR DNN": peer_valid}
+    em3 = quality.seed_ensemble([root / f"em3-s{s}" for s in (0, 1)], "click")
+    if champion == "FuxiCTR DNN":
+        their = em3.select("row_id").join(theirs, on="row_id", how="left", maintain_order="left")
+        y = em3["click"].to_numpy()
+        expected = auc(y, em3["pred_click"].to_numpy()) - auc(y, their["p"].to_numpy())
+        assert gap["auc"]["gain"] == pytest.approx(expected)
+    else:
+        assert gap["auc"] == quality.paired_gap("toy", [], [0, 1])["auc"]
+
+
+def test_em3_real_refuses_peer_predictions_of_other_rows(world, monkeypatch):
+    import shutil
+
+    from benchmarks import peers
+
+    monkeypatch.setattr(peers, "PREDICTIONS", quality.WORK / "peers")
+    root = quality.runs_root("toy", [])
+    for seed in (0, 1):
+        shutil.copytree(root / f"em3-s{seed}", root / f"em3+minilm+resnet50-s{seed}")
+        _history(root / f"id_only-s{seed}", [0.5], best=1)
+    _peer_predictions(world, 0.9, shift_rows=1)
+    with pytest.raises(ValueError, match="test rows differ"):
+        quality.best_id_gap("toy", [], [0, 1])
+
+
+def test_real_data_targets_need_the_gain_and_an_interval_above_zero():
+    def gap(gain: float, low: float) -> dict:
+        return {"gain": gain, "ci_low": low, "ci_high": gain + 0.01}
+
+    paired = {"movielens": {
+        "vs_best_id": {"auc": gap(0.001, -0.002), "gauc": gap(0.006, -0.001),
+                       "auc_cold_item": gap(0.03, 0.004)},
+        "vs_frozen_content": {"auc": gap(-0.001, -0.01), "gauc": gap(0.002, -0.003)}}}
+    met = {t["name"]: t["met"] for t in quality.real_data_targets(paired)}
+    stem = "movielens_em3_real_minus_best_id"
+    assert met == {f"{stem}_gauc": True, f"{stem}_gauc_ci_low": False,
+                   f"{stem}_auc_cold_item": True, f"{stem}_auc_cold_item_ci_low": True,
+                   f"{stem}_auc": True,
+                   "movielens_em3_real_minus_frozen_content_real_auc": False,
+                   "movielens_em3_real_minus_frozen_content_real_gauc": True}
+
+
+def test_a_run_of_other_data_is_set_aside_not_reused(tmp_path):
+    from data.dataset import dataset_fingerprint
+    from tests.data.contract_fixtures import write_dataset
+
+    data = write_dataset(tmp_path / "ds")
+    run = tmp_path / "runs" / "em3-s0"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"dataset": {"fingerprint": dataset_fingerprint(data)}}))
+    assert quality.set_aside_if_stale(run, data) is None and run.is_dir()
+    (run / "run.json").write_text(json.dumps({"dataset": {"fingerprint": "old"}}))
+    assert quality.set_aside_if_stale(run, data) == run.with_name("em3-s0.stale-old")
+    assert not run.exists() and (run.with_name("em3-s0.stale-old") / "run.json").is_file()

@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from data.dataset import load_dataset
+from data.dataset import dataset_fingerprint, load_dataset
 from data.errors import DataError
 from recsys.cli import main
 from tests.data.contract_fixtures import SPEC, tiny_tables, write_dataset
@@ -130,7 +130,7 @@ def test_valid_dataset_is_canonical(tmp_path):
     # item_row indexes the item table.
     joined = ds.interactions.join(ds.items, on="item_row")
     assert (joined["item_id"] == joined["item_id_right"]).all()
-    assert ds.fingerprint == load_dataset(root).fingerprint
+    assert ds.fingerprint == load_dataset(root).fingerprint == dataset_fingerprint(root)
 
 
 def test_csv_tables_and_iso_timestamps_are_accepted(tmp_path):
