@@ -15,7 +15,14 @@ from data.bags import BAG_DTYPE, is_bag
 from data.batch import ITEM_FEATURE, RETENTION_LABELS, USER_FEATURE, FeatureLayout
 from data.coldstart import add_cold_flags
 from data.dataset import Dataset
-from data.prior_rate import LOGIT_FEATURE, PRIOR_FEATURES, add_prior_rate
+from data.prior_rate import (
+    ITEM_LOGIT_FEATURE,
+    ITEM_PRIOR_FEATURES,
+    LOGIT_FEATURE,
+    PRIOR_FEATURES,
+    add_item_prior_rate,
+    add_prior_rate,
+)
 from data.retention import SECONDS_PER_DAY, add_retention_labels
 from data.sequences import add_history
 from data.split import leave_last_out, time_split, user_time_split
@@ -47,6 +54,9 @@ class PrepareConfig:
         prior_rate: derive the ``prior_rate`` and ``prior_rows`` pooled features and the
             ``prior_logit`` dense feature (the user's smoothed rate of the primary label, and
             row count, before each row; ``data.prior_rate``).
+        item_prior_rate: derive the same three for the target item (its smoothed rate over
+            every user's earlier rows): ``prior_item_rate``, ``prior_item_rows`` (pooled) and
+            ``prior_item_logit`` (dense).
     """
 
     max_history: int = 50
@@ -56,6 +66,7 @@ class PrepareConfig:
     min_count: int = 1
     tail_days: int = 0
     prior_rate: bool = True
+    item_prior_rate: bool = False
 
     def __post_init__(self) -> None:
         if self.tail_days < 0:
@@ -76,7 +87,8 @@ class Prepared:
 
     ``frame`` holds the canonical interaction columns plus: the joined ``item_<c>`` and
     ``user_<c>`` categoricals, ``split``, ``hist_rows``, ``cold_item``, ``cold_user``, the
-    retention columns and ``prior_logit`` / ``prior_rate`` / ``prior_rows`` (when configured),
+    retention columns and ``prior_logit`` / ``prior_rate`` / ``prior_rows`` (and their
+    ``prior_item_*`` counterparts; when configured),
     ``idx_<feature>`` per vocabulary and ``user_key``.
     """
 
@@ -135,10 +147,18 @@ def _split(frame: pl.DataFrame, config: PrepareConfig) -> pl.DataFrame:
 
 def pooled_features(dataset: Dataset, config: PrepareConfig) -> list[str]:
     """Pooled ID features in FeatureLayout order: user, user_<c>, item_<c>, ctx_<c>, then the
-    derived prior_rate and prior_rows when ``config.prior_rate``."""
-    derived = list(PRIOR_FEATURES) if config.prior_rate else []
+    derived prior_rate and prior_rows when ``config.prior_rate``, and prior_item_rate and
+    prior_item_rows when ``config.item_prior_rate``."""
+    derived = ((list(PRIOR_FEATURES) if config.prior_rate else [])
+               + (list(ITEM_PRIOR_FEATURES) if config.item_prior_rate else []))
     return [USER_FEATURE, *dataset.user_features, *dataset.item_features,
             *dataset.context_features, *derived]
+
+
+def dense_features(config: PrepareConfig) -> tuple[str, ...]:
+    """The dense (float) features in ``FeatureLayout.dense`` order."""
+    return (((LOGIT_FEATURE,) if config.prior_rate else ())
+            + ((ITEM_LOGIT_FEATURE,) if config.item_prior_rate else ()))
 
 
 def prepare(dataset: Dataset, config: PrepareConfig | None = None,
@@ -155,6 +175,8 @@ def prepare(dataset: Dataset, config: PrepareConfig | None = None,
     frame = add_history(frame, dataset.primary_label, config.max_history)
     if config.prior_rate:
         frame = add_prior_rate(frame, dataset.primary_label)
+    if config.item_prior_rate:
+        frame = add_item_prior_rate(frame, dataset.primary_label)
     frame = add_cold_flags(frame)
     if config.retention:
         frame = add_retention_labels(frame)
@@ -181,7 +203,7 @@ def prepare(dataset: Dataset, config: PrepareConfig | None = None,
         labels=tuple(dataset.labels),
         retention_labels=RETENTION_LABELS if config.retention else (),
         num_items=dataset.items.height,
-        dense=(LOGIT_FEATURE,) if config.prior_rate else (),
+        dense=dense_features(config),
         bags=tuple(f for f in pooled_features(dataset, config)
                    if f in frame.columns and is_bag(frame.schema[f])),
     )

@@ -1,4 +1,4 @@
-"""The user's prior rate: a leak-free running summary of how often the user said yes before.
+"""Prior rates: leak-free running summaries of how often the user (and the item) got a yes before.
 
 Three derived features per row ``(user, ts)`` (docs/derived_data.md), over the user's rows with a
 timestamp strictly earlier than ``ts`` (rows sharing a timestamp never see each other, as for
@@ -20,6 +20,9 @@ a user harsher than any it trained on (an embedding per bucket cannot: the extre
 hardly occur in training); the buckets let it bend the response. None of the three needs
 state from training (the buckets are fixed), so a trained run encodes new data exactly as it
 saw its own.
+
+``add_item_prior_rate`` derives the same three over the target item's earlier rows (any user):
+``prior_item_logit``, ``prior_item_rate``, ``prior_item_rows``.
 """
 
 from __future__ import annotations
@@ -32,6 +35,11 @@ RATE_FEATURE = "prior_rate"
 ROWS_FEATURE = "prior_rows"
 LOGIT_FEATURE = "prior_logit"
 PRIOR_FEATURES = (RATE_FEATURE, ROWS_FEATURE)  # the pooled ones
+# The same three over the target item's earlier rows (all users): the item's main effect.
+ITEM_RATE_FEATURE = "prior_item_rate"
+ITEM_ROWS_FEATURE = "prior_item_rows"
+ITEM_LOGIT_FEATURE = "prior_item_logit"
+ITEM_PRIOR_FEATURES = (ITEM_RATE_FEATURE, ITEM_ROWS_FEATURE)
 MAX_LOGIT = 4.0
 
 # [-4, 4) in steps of 1/2; the first and last also take what lies beyond. MovieLens id_only
@@ -45,41 +53,61 @@ MAX_ROWS_BUCKET = 16
 
 def add_prior_rate(inter: pl.DataFrame, label: str) -> pl.DataFrame:
     """Adds ``prior_logit`` (Float32), ``prior_rate`` and ``prior_rows`` (Int64 bucket
-    indices), row order kept.
+    indices) over the user's earlier rows, row order kept.
 
     Args:
         inter: canonical interactions (``row_id``, ``user_id``, ``ts``, ``label``).
         label: the 0/1 label counted as a positive (the primary label in ``prepare``).
     """
+    return _add_running_rate(inter, label, "user_id",
+                             (LOGIT_FEATURE, RATE_FEATURE, ROWS_FEATURE))
+
+
+def add_item_prior_rate(inter: pl.DataFrame, label: str) -> pl.DataFrame:
+    """Adds ``prior_item_logit``, ``prior_item_rate`` and ``prior_item_rows``: the same three
+    features over the target item's earlier rows, whoever the user (``item_row`` keys it).
+
+    Why: on MovieLens the item's own like rate so far ranks a user's rows better than the item
+    ID embedding learns to (docs/ranking.md, "Within-user ranking"); like the user's rate it
+    needs no training state, so a trained run encodes new data exactly as it saw its own.
+    """
+    return _add_running_rate(inter, label, "item_row",
+                             (ITEM_LOGIT_FEATURE, ITEM_RATE_FEATURE, ITEM_ROWS_FEATURE))
+
+
+def _add_running_rate(inter: pl.DataFrame, label: str, key: str,
+                      names: tuple[str, str, str]) -> pl.DataFrame:
+    """The (logit, rate bucket, rows bucket) features ``names`` of ``key``'s earlier rows."""
+    logit_name, rate_name, rows_name = names
     positive = (pl.col(label) == 1).fill_null(False).cast(pl.Int64)
     ordered = (
-        inter.select("user_id", "ts", "row_id", positive.alias("_pos"))
+        inter.select(pl.col(key).alias("_key"), "ts", "row_id", positive.alias("_pos"))
         .with_row_index("_input_pos")
-        .sort("user_id", "ts", "row_id")
+        .sort("_key", "ts", "row_id")
     )
-    # Exclusive running counts within the user, taken at the first row of the (user, ts) run
-    # so that rows sharing a timestamp stay out of each other's counts: global running counts
-    # minus their value at the user's first row (the sort keeps users contiguous; cheaper
-    # than a grouped ``over("user_id")``, which hashes every row).
+    # Exclusive running counts within the key (user or item), taken at the first row of the
+    # (key, ts) run so that rows sharing a timestamp stay out of each other's counts: global
+    # running counts minus their value at the key's first row (the sort keeps keys contiguous;
+    # cheaper than a grouped ``over``, which hashes every row).
     index = pl.int_range(pl.len(), dtype=pl.Int64)
     before = pl.col("_pos").cum_sum() - pl.col("_pos")
     ordered = ordered.with_columns(index.alias("_index"), before.alias("_before")).with_columns(
-        (first_of_run(pl.col("_index"), "user_id", "ts")
-         - first_of_run(pl.col("_index"), "user_id")).alias("_rows"),
-        (first_of_run(pl.col("_before"), "user_id", "ts")
-         - first_of_run(pl.col("_before"), "user_id")).alias("_positives"),
+        (first_of_run(pl.col("_index"), "_key", "ts")
+         - first_of_run(pl.col("_index"), "_key")).alias("_rows"),
+        (first_of_run(pl.col("_before"), "_key", "ts")
+         - first_of_run(pl.col("_before"), "_key")).alias("_positives"),
     )
     rows, positives = pl.col("_rows"), pl.col("_positives")
     rate = (positives + 1) / (rows + 2)
     logit = (rate / (1 - rate)).log()
     logit_bucket = (logit / LOGIT_STEP).floor() + LOGIT_BUCKETS // 2
     derived = ordered.select(
-        logit.clip(-MAX_LOGIT, MAX_LOGIT).cast(pl.Float32).alias(LOGIT_FEATURE),
+        logit.clip(-MAX_LOGIT, MAX_LOGIT).cast(pl.Float32).alias(logit_name),
         pl.when(rows == 0).then(NO_PRIOR)
-        .otherwise(logit_bucket.clip(0, LOGIT_BUCKETS - 1)).cast(pl.Int64).alias(RATE_FEATURE),
+        .otherwise(logit_bucket.clip(0, LOGIT_BUCKETS - 1)).cast(pl.Int64).alias(rate_name),
         pl.when(rows == 0).then(0)
         .otherwise((rows.cast(pl.Float64).log(2).floor() + 1).clip(1, MAX_ROWS_BUCKET))
-        .cast(pl.Int64).alias(ROWS_FEATURE),
+        .cast(pl.Int64).alias(rows_name),
     )
     # Back to input order: a scatter by input position (O(n), no second sort).
     position = ordered["_input_pos"]

@@ -42,6 +42,9 @@ class DataSection:
     # pooled buckets, data/prior_rate.py). id_only test AUC, 3 seeds, without → with:
     # MovieLens 0.648 → 0.810, synthetic world 0.674 → 0.677.
     prior_rate: bool = True
+    # The same for the target item, over every user's earlier rows: its main effect, which
+    # the item ID embedding under-learns on MovieLens (docs/ranking.md, "Within-user ranking").
+    item_prior_rate: bool = False
     allow_missing_media: bool = False
 
 
@@ -202,7 +205,8 @@ class TrainConfig:
 
     def prepare_config(self) -> PrepareConfig:
         return PrepareConfig(max_history=self.data.max_history, split=self.data.split,
-                             tail_days=self.data.tail_days, prior_rate=self.data.prior_rate)
+                             tail_days=self.data.tail_days, prior_rate=self.data.prior_rate,
+                             item_prior_rate=self.data.item_prior_rate)
 
     def ranking_config(self) -> RankingConfig:
         """The ranking config with the content wiring derived from the content section."""

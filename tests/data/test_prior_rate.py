@@ -69,3 +69,32 @@ def test_extreme_rates_and_long_histories_are_clipped():
     assert out["prior_logit"][n - 1] == 4.0 and out["prior_logit"][60] == 4.0  # ln 61 > 4
     zeros = add_prior_rate(f.with_columns(pl.lit(0, pl.Int8).alias("like")), "like")
     assert zeros["prior_rate"][n - 1] == 0 and zeros["prior_logit"][n - 1] == -4.0
+
+
+def test_the_item_rate_counts_every_users_earlier_rows_of_the_item():
+    from data.prior_rate import add_item_prior_rate
+
+    # The user test's rows, keyed by item instead: the same numbers must come out, under
+    # the item names, whoever the users are.
+    users = ["a", "b", "a", "a", "a", "b", "a"]
+    f = _frame(users=[f"u{i}" for i in range(7)], ts=[10, 5, 30, 30, 20, 6, 40],
+               labels=[1, 0, 0, 1, 1, 1, 0]).with_columns(
+        pl.Series("item_row", [{"a": 3, "b": 8}[u] for u in users]))
+    by_item = add_item_prior_rate(f, "like")
+    by_user = add_prior_rate(f.with_columns(pl.Series("user_id", users)), "like")
+    for name in ("logit", "rate", "rows"):
+        assert by_item[f"prior_item_{name}"].to_list() == by_user[f"prior_{name}"].to_list()
+    assert "prior_logit" not in by_item.columns
+
+
+def test_prepare_adds_the_item_rate_as_two_pooled_and_one_dense_feature(tmp_path):
+    from data.dataset import load_dataset
+    from data.prepare import PrepareConfig, prepare
+    from tests.data.contract_fixtures import write_dataset
+
+    ds = load_dataset(write_dataset(tmp_path / "ds"))
+    p = prepare(ds, PrepareConfig(item_prior_rate=True, retention=False))
+    assert p.layout.dense == ("prior_logit", "prior_item_logit")
+    assert list(p.layout.pooled)[-4:] == ["prior_rate", "prior_rows", "prior_item_rate",
+                                          "prior_item_rows"]
+    assert prepare(ds, PrepareConfig(retention=False)).layout.dense == ("prior_logit",)
