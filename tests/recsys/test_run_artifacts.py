@@ -46,3 +46,8 @@ def test_a_run_config_from_before_the_prior_offset_loads_without_it(tmp_path):
     old.write_text(saved.replace("prior_offset = true\n", ""))
     assert load_run_config(old).ranking.prior_offset is False
     assert load_train_config(old).ranking.prior_offset is True  # a plain config: the default
+    # Likewise the item prior rate.
+    assert "item_prior_rate = true" in saved
+    old.write_text(saved.replace("item_prior_rate = true\n", ""))
+    assert load_run_config(old).data.item_prior_rate is False
+    assert load_run_config(new).data.item_prior_rate is True
