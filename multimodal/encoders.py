@@ -10,9 +10,11 @@ An encoder is named by a string:
 - a ``.npy`` / ``.parquet`` file of precomputed vectors (see ``multimodal.precomputed``).
 
 Vision towers: CLIP, SigLIP, ViT (any model whose forward takes ``pixel_values`` and returns
-``last_hidden_state``; for a dual-encoder checkpoint the ``vision_model`` is used). Text
-encoders: BERT / MiniLM (or a dual encoder's ``text_model``). A frozen encoder is really frozen:
-``eval()`` forever (``train()`` is a no-op), ``requires_grad=False``, and it encodes under
+``last_hidden_state``; for a dual-encoder checkpoint the ``vision_model`` is used), and
+convolutional backbones (ResNet, ConvNeXt, ...: a config with ``hidden_sizes``) whose
+B x C x H x W feature map becomes H*W tokens of width C. Text encoders: BERT / MiniLM (or a
+dual encoder's ``text_model``). A frozen encoder is really frozen: ``eval()`` forever
+(``train()`` is a no-op), ``requires_grad=False``, and it encodes under
 ``torch.inference_mode()``.
 """
 
@@ -89,26 +91,64 @@ class FrozenEncoder(nn.Module):
         return next(self.tower.parameters()).device
 
 
+def is_convolutional(config) -> bool:
+    """A CNN backbone config (ResNet, ConvNeXt, RegNet, BiT: per-stage ``hidden_sizes``, no
+    patches), whose model returns a B x C x H x W ``last_hidden_state``."""
+    return hasattr(config, "hidden_sizes") and not hasattr(config, "patch_size")
+
+
+def feature_map_tokens(hidden: torch.Tensor) -> torch.Tensor:
+    """B x C x H x W feature map → B x (H*W) x C tokens, raster order (row by row), so
+    ``reduce_tokens`` can fold them back into the H x W grid to pool spatial neighbours."""
+    return hidden.flatten(2).transpose(1, 2)
+
+
+def _fixed_size(processor) -> tuple[int, int] | None:
+    """The (height, width) every image reaches the tower at, or None when it follows each
+    image's aspect ratio. Probed on a tall and a wide blank image: processors express a fixed
+    size in several ways (height/width, crop_size, shortest_edge + crop_pct)."""
+    shapes = {tuple(processor(images=[Image.new("RGB", wh)], return_tensors="pt")
+                    ["pixel_values"].shape[-2:]) for wh in ((96, 64), (64, 96))}
+    return shapes.pop() if len(shapes) == 1 else None
+
+
 class FrozenVisionEncoder(FrozenEncoder):
     """A frozen vision tower and its PIL image processor.
 
-    ``encode(images, max_tokens)`` returns B x T x D float32 token features (T ≤ max_tokens).
+    ``encode(images, max_tokens)`` returns B x T x D float32 token features (T ≤ max_tokens):
+    a ViT's CLS/register + patch tokens, or a CNN's feature map cells (D = its channels).
     """
 
     def __init__(self, tower: nn.Module, processor, name: str) -> None:
         super().__init__(tower, name)
         self.processor = processor
         cfg = tower.config
-        self.image_size = int(cfg.image_size)
-        self.grid = self.image_size // int(cfg.patch_size)
-        self.dim = int(cfg.hidden_size)
+        if is_convolutional(cfg):
+            size = _fixed_size(processor)
+            if size is None:
+                # The cache stores one token count for every item: a CNN's grid follows the
+                # input size, so every image must reach the tower at the same size.
+                raise EncoderError(f"'{name}': a convolutional tower needs an image processor "
+                                   "that resizes or crops every image to one fixed size")
+            self.image_size = size[0]
+            self.grid: int | None = None  # read off each feature map
+            self.dim = int(cfg.hidden_sizes[-1])
+        else:
+            self.image_size = int(cfg.image_size)
+            self.grid = self.image_size // int(cfg.patch_size)
+            self.dim = int(cfg.hidden_size)
 
     @torch.inference_mode()
     def encode(self, images: list[Image.Image], max_tokens: int | None = None) -> torch.Tensor:
         """images: B RGB PIL images → B x T x D float32 (patch grid pooled to ≤ max_tokens)."""
         pixels = self.processor(images=images, return_tensors="pt")["pixel_values"]
         hidden = self.tower(pixel_values=pixels.to(self.device)).last_hidden_state
-        return reduce_tokens(hidden.float(), max_tokens, self.grid).cpu()
+        grid = self.grid
+        if hidden.dim() == 4:  # B x C x H x W (a CNN): H*W tokens, no CLS
+            # A non-square map has no square grid to pool in 2-D: reduce_tokens pools in 1-D.
+            grid = hidden.shape[2] if hidden.shape[2] == hidden.shape[3] else None
+            hidden = feature_map_tokens(hidden)
+        return reduce_tokens(hidden.float(), max_tokens, grid).cpu()
 
     def num_tokens(self, max_tokens: int | None) -> int:
         """T, the tokens per image after pooling (one probe forward on a blank image)."""
@@ -192,6 +232,8 @@ def load_vision_encoder(spec: str) -> FrozenVisionEncoder:
     """Loads a frozen vision tower by name: ``tiny``, a local directory or a hub id.
 
     The processor comes from the same place (``AutoImageProcessor`` with the PIL backend).
+    A CNN (e.g. ``ResNetModel``, as ``benchmarks/pretrained.py resnet50`` writes one) is taken
+    as it is: its last stage's feature map gives the tokens.
     """
     source = resolve_source(spec)
     if source.kind == "tiny":
@@ -202,8 +244,8 @@ def load_vision_encoder(spec: str) -> FrozenVisionEncoder:
 
     model = _pretrained(source)
     tower = getattr(model, "vision_model", None) if hasattr(model.config, "vision_config") else model
-    if tower is None or not hasattr(tower.config, "patch_size"):
-        raise EncoderError(f"'{spec}' is not a vision tower (CLIP / SigLIP / ViT)")
+    if tower is None or not (hasattr(tower.config, "patch_size") or is_convolutional(tower.config)):
+        raise EncoderError(f"'{spec}' is not a vision tower (CLIP / SigLIP / ViT / ResNet-style CNN)")
     try:
         processor = AutoImageProcessor.from_pretrained(source.name, backend="pil")
     except OSError as exc:
