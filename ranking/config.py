@@ -61,6 +61,11 @@ class RankingConfig:
             through a learned scale that starts at 1, so the tower learns the residual over
             the user's own rate (an offset, as in a GLM). Ignored when the layout has no
             ``prior_logit``.
+        detach_history_ids: read the history's item ID embeddings without gradient, so the
+            shared item table learns from target positions only. Each liked item is a history
+            key of up to L later rows, and those gradients (what it says about the user's next
+            items) would otherwise outnumber and blur the item's own effect as a target
+            (docs/ranking.md, "Within-user ranking"). The attention unit still trains.
         user_id_dropout: share of training rows whose user ID is replaced by the OOV index,
             the row every user unseen in training reads at inference; without it that row is
             never trained and a cold user scores with a random initial vector. 0 disables it.
@@ -96,6 +101,7 @@ class RankingConfig:
     retention_own_tower: bool = False
     retention_hidden: tuple[int, ...] = (32,)
     item_id_dropout: float = 0.0
+    detach_history_ids: bool = True
     user_id_dropout: float = 0.0
     # Test AUC, 3 seeds, without -> with: MovieLens id_only 0.8245 -> 0.8259, em3 0.8192 ->
     # 0.8285; synthetic world id_only 0.6826 -> 0.6832, em3 0.7456 -> 0.7491 (docs/ranking.md).

@@ -140,6 +140,8 @@ class RankingModel(nn.Module):
         pooled, target_id_emb, history, mask = self.sparse_arch(
             self._hide_user_ids(batch.pooled), batch.sequence)
         target = self._hide_target_ids(target_id_emb)
+        if self.config.detach_history_ids:
+            history = history.detach()
         # Found here, in eager mode: how many positions are valid depends on the data, and a
         # compiled dense tower would have to break its graph at this op.
         positions = mask.nonzero(as_tuple=True)

@@ -225,7 +225,8 @@ def load_train_config(source: str | Path, overrides: list[str] | None = None) ->
 # Settings added after runs had been saved, with the value that reproduces how such a run
 # trained (its config.toml has no key for them; today's default may differ).
 _BEFORE_SETTING_EXISTED = {("ranking", "prior_offset"): "false",
-                           ("data", "item_prior_rate"): "false"}
+                           ("data", "item_prior_rate"): "false",
+                           ("ranking", "detach_history_ids"): "false"}
 
 
 def load_run_config(path: str | Path) -> TrainConfig:

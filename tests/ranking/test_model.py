@@ -221,6 +221,24 @@ def test_history_content_changes_scores_only_through_valid_positions():
     assert (model(batch, target, moved).logits["click"] - base).abs().max() > 1e-4
 
 
+@pytest.mark.parametrize("detach", [True, False])
+def test_detached_history_ids_leave_the_item_table_to_the_targets(detach):
+    world = toy_world()
+    model = RankingModel(world.layout, RankingConfig(embedding_dim=4, detach_history_ids=detach))
+    batch = world.batches(32, 32, seed=3)[0]
+    model(batch).logits["click"].sum().backward()
+    table = model.sparse_arch.ec.embeddings["table_item"].weight
+    ids = batch.sequence.to_dict()
+    targets = set(ids["item"].values().tolist())
+    history_only = sorted(set(ids["hist_item"].values().tolist()) - targets)
+    assert history_only, "the batch needs items that occur in histories only"
+    rows_with_grad = set(table.grad.abs().sum(1).nonzero().flatten().tolist())
+    assert rows_with_grad.isdisjoint(history_only) == detach
+    assert rows_with_grad & targets
+    # The attention unit trains either way.
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.attention.parameters())
+
+
 def test_names_that_clash_with_module_attributes_work():
     layout = FeatureLayout(pooled={"user": 5, "items": 4, "keys": 3, "values": 3},
                            item_vocab_size=7, max_history=3, labels=("items",),

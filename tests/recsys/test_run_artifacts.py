@@ -51,3 +51,5 @@ def test_a_run_config_from_before_the_prior_offset_loads_without_it(tmp_path):
     old.write_text(saved.replace("item_prior_rate = true\n", ""))
     assert load_run_config(old).data.item_prior_rate is False
     assert load_run_config(new).data.item_prior_rate is True
+    old.write_text(saved.replace("detach_history_ids = true\n", ""))
+    assert load_run_config(old).ranking.detach_history_ids is False
