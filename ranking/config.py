@@ -110,7 +110,7 @@ class RankingConfig:
     sparse_optimizer: str = "rowwise_adagrad"
     sparse_lr: float = 0.05
     sparse_eps: float = 1e-8
-    dense_optimizer: str = "adam"
+    dense_optimizer: str = "adamw"
     dense_lr: float = 1e-3
     dense_weight_decay: float = 0.0
     cpu_precision: str = "auto"

@@ -87,22 +87,29 @@ def fused_adam_kwargs(params: list[nn.Parameter]) -> dict[str, bool]:
     return {"fused": True} if ok else {}
 
 
+DENSE_OPTIMIZER_CLASSES = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+                           "adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD}
+
+
+def dense_optimizer(name: str, groups: list[dict], weight_decay: float,
+                    fused: bool = True) -> torch.optim.Optimizer:
+    """The one place a dense optimizer is built: ``name`` (``RankingConfig.dense_optimizer``)
+    over parameter ``groups`` (``{"params": [...], "lr": ..., "name": ...}``, so learning
+    rates and clipping address groups by name). ``fused=False`` keeps Adam(W) on PyTorch's
+    per-parameter implementation (the comparison in ``benchmarks/train_step.py``)."""
+    if name not in DENSE_OPTIMIZER_CLASSES:
+        raise ValueError(f"dense optimizer must be one of {sorted(DENSE_OPTIMIZER_CLASSES)}, got {name!r}")
+    params = [p for g in groups for p in g["params"]]
+    extra = fused_adam_kwargs(params) if fused and name in ("adam", "adamw") else {}
+    return DENSE_OPTIMIZER_CLASSES[name](groups, weight_decay=weight_decay, **extra)
+
+
 def dense_optimizer_factory(config: RankingConfig
                             ) -> Callable[[list[nn.Parameter]], torch.optim.Optimizer]:
-    """``params → optimizer`` for ``config.dense_optimizer``."""
-    lr, wd = config.dense_lr, config.dense_weight_decay
-    name = config.dense_optimizer
-
-    def build(params: list[nn.Parameter]) -> torch.optim.Optimizer:
-        if name == "adam":
-            return torch.optim.Adam(params, lr=lr, weight_decay=wd, **fused_adam_kwargs(params))
-        if name == "adamw":
-            return torch.optim.AdamW(params, lr=lr, weight_decay=wd, **fused_adam_kwargs(params))
-        if name == "adagrad":
-            return torch.optim.Adagrad(params, lr=lr, weight_decay=wd)
-        return torch.optim.SGD(params, lr=lr, weight_decay=wd)
-
-    return build
+    """``params → optimizer`` for ``config.dense_optimizer`` at ``config.dense_lr``."""
+    return lambda params: dense_optimizer(
+        config.dense_optimizer, [{"params": params, "lr": config.dense_lr}],
+        config.dense_weight_decay)
 
 
 def make_optimizers(model: nn.Module, config: RankingConfig,

@@ -191,6 +191,19 @@ class TrainConfig:
     train: TrainSection = field(default_factory=TrainSection)
     tracking: TrackingSection = field(default_factory=TrackingSection)
 
+    def __post_init__(self) -> None:
+        # Settings of the ranking model that recsys train derives or replaces: refused rather
+        # than silently overwritten.
+        if self.ranking.content_dim != 0:
+            raise ValueError("ranking.content_dim is derived from [content] (content.hidden when "
+                             "content.enabled); set those instead")
+        if not self.ranking.use_history_content:
+            raise ValueError("ranking.use_history_content is derived from content.seq_mode "
+                             '("none" = no history content); set that instead')
+        if self.ranking.dense_weight_decay != 0:
+            raise ValueError("ranking.dense_weight_decay: recsys train decays every dense group "
+                             "by optim.weight_decay; set that instead")
+
     @property
     def uses_content(self) -> bool:
         return self.content.enabled

@@ -28,7 +28,7 @@ from data.prepare import prepare
 from ranking.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from ranking.config import ConfigError
 from ranking.dist import DistEnv, process_group
-from ranking.optim import dense_parameters, fused_adam_kwargs
+from ranking.optim import dense_optimizer, dense_parameters
 from ranking.sharding import shard_model
 from recsys import rundir
 from recsys.config import TrainConfig, load_run_config, resume_differences, train_config_toml
@@ -85,8 +85,9 @@ def _set_rng_state(s: dict[str, Any]) -> None:
 
 def build_optimizer(model: torch.nn.Module, em3: EM3Model, cfg: TrainConfig,
                     fused: bool = True) -> CombinedOptimizer:
-    """Fused sparse optimizer (from DMP) + one AdamW over the dense groups, each group with its
-    own learning rate: ranking tower and CIC, Q-Former base weights, LoRA adapters.
+    """Fused sparse optimizer (from DMP) + one ``ranking.dense_optimizer`` (AdamW by default)
+    over the dense groups, each group with its own learning rate: ranking tower and CIC,
+    Q-Former base weights, LoRA adapters.
 
     ``fused=False`` keeps the dense AdamW on PyTorch's per-parameter implementation (the
     comparison in ``benchmarks/train_step.py``); otherwise it is fused where it can be."""
@@ -102,10 +103,10 @@ def build_optimizer(model: torch.nn.Module, em3: EM3Model, cfg: TrainConfig,
         for p in params:
             key = "qformer" if id(p) in qformer_ids else "adapters" if id(p) in adapter_ids else "ranking"
             by_group[key].append(p)
-        return torch.optim.AdamW([{"params": ps, "lr": lrs[k], "name": k}
-                                  for k, ps in by_group.items() if ps],
-                                 weight_decay=cfg.optim.weight_decay,
-                                 **(fused_adam_kwargs(params) if fused else {}))
+        return dense_optimizer(cfg.ranking.dense_optimizer,
+                               [{"params": ps, "lr": lrs[k], "name": k}
+                                for k, ps in by_group.items() if ps],
+                               cfg.optim.weight_decay, fused)
 
     parts = [("sparse", model.fused_optimizer)] if hasattr(model, "fused_optimizer") else []
     parts.append(("dense", KeyedOptimizerWrapper(dense, factory)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -169,7 +170,7 @@ def test_dense_optimizer_is_fused_with_a_learning_rate_per_group(world):
     model, _ = _content_model(world, "optim.qformer_lr=0.004", "optim.adapter_lr=0.003",
                               "ranking.dense_lr=0.002")
     dense = build_optimizer(model, model, model.cfg).optimizers[-1][1]._optimizer
-    assert isinstance(dense, torch.optim.AdamW) and dense.defaults["fused"] is True
+    assert isinstance(dense, torch.optim.AdamW) and dense.defaults["fused"] is True  # the default
     lrs = {g["name"]: g["lr"] for g in dense.param_groups}
     assert lrs == {"ranking": 0.002, "qformer": 0.004, "adapters": 0.003}
     groups = model.content_param_groups()
@@ -178,6 +179,24 @@ def test_dense_optimizer_is_fused_with_a_learning_rate_per_group(world):
     assert by_name["qformer"] == {id(p) for p in groups["qformer"]}
     plain = build_optimizer(model, model, model.cfg, fused=False).optimizers[-1][1]._optimizer
     assert not plain.defaults["fused"]
+    # ranking.dense_optimizer and optim.weight_decay take effect on every group.
+    sgd, _ = _content_model(world, 'ranking.dense_optimizer="sgd"', "optim.weight_decay=0.01")
+    dense = build_optimizer(sgd, sgd, sgd.cfg).optimizers[-1][1]._optimizer
+    assert isinstance(dense, torch.optim.SGD)
+    assert {g["name"]: g["weight_decay"] for g in dense.param_groups} == {
+        "ranking": 0.01, "qformer": 0.01, "adapters": 0.01}
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("ranking.content_dim=8", "ranking.content_dim is derived from [content]"),
+    ("ranking.use_history_content=false", "ranking.use_history_content is derived from content.seq_mode"),
+    ("ranking.dense_weight_decay=0.1", "set that instead"),
+])
+def test_a_ranking_setting_that_train_would_replace_is_refused(override, message):
+    from recsys.errors import UsageError
+
+    with pytest.raises(UsageError, match=re.escape(message)):
+        load_train_config("em3", [override])
 
 
 # id_only: on a CPU with native bf16 its dense tower runs under bf16 autocast, with bucketed
