@@ -1,4 +1,4 @@
-"""Shared helpers for benchmark scripts: machine description, timing, result files (DESIGN §8)."""
+"""Shared helpers for benchmark scripts: machine description, timing, result files (docs/design.md §8)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Ranking model throughput and memory (DESIGN §8).
+"""Ranking model throughput and memory (docs/design.md §8).
 
 * ID-only DIN + DCNv2 training samples/s: 1 process vs 2 processes (gloo, spawned);
 * TorchRec fused tables (FBGEMM TBE, row-wise Adagrad applied in backward) vs plain

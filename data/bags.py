@@ -1,4 +1,4 @@
-"""Categorical columns in canonical form: single values and multi-valued bags (DESIGN.md §4).
+"""Categorical columns in canonical form: single values and multi-valued bags (docs/design.md §4.3).
 
 A single-valued categorical becomes a String column; a null is a value of its own (``<null>``),
 since a missing year is information. A multi-valued one (a polars ``List`` column, or a string

@@ -1,4 +1,4 @@
-"""Cold-start flags (DESIGN.md §4): an item or user that never occurs in the train split."""
+"""Cold-start flags (docs/design.md §4.4): an item or user that never occurs in the train split."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Loading a contract dataset directory into canonical polars frames (DESIGN.md §4).
+"""Loading a contract dataset directory into canonical polars frames (docs/design.md §4.3).
 
 Canonical columns, whatever the source names were:
 

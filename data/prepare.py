@@ -1,7 +1,7 @@
 """From a loaded dataset to the model-ready frame: split, history, flags, labels, vocabularies.
 
 ``prepare`` is the one place that decides which derived column comes from which function, so
-that training, evaluation and the benchmarks all see the same data (DESIGN.md §4).
+that training, evaluation and the benchmarks all see the same data (docs/design.md §4.4).
 """
 
 from __future__ import annotations

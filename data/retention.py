@@ -1,4 +1,4 @@
-"""Retention labels, the retention proxies of DESIGN.md §4.
+"""Retention labels, the retention proxies of docs/design.md §4.4.
 
 With ``day = floor(ts / 86400)`` and ``D`` the last day of the whole log:
 

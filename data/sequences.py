@@ -1,4 +1,4 @@
-"""Behaviour sequences: each row's leak-free history of positively labelled items (DESIGN.md §4).
+"""Behaviour sequences: each row's leak-free history of positively labelled items (docs/design.md §4.4).
 
 The history of a row ``(user, ts)`` is the ``item_row`` of the user's most recent ``L``
 interactions with ``label == 1`` whose timestamp is strictly earlier than ``ts``, most recent

@@ -1,4 +1,4 @@
-"""The dataset contract's ``dataset.toml``, parsed into dataclasses (DESIGN.md §4).
+"""The dataset contract's ``dataset.toml``, parsed into dataclasses (docs/design.md §4.1).
 
 Unknown keys are errors, not silently ignored: a typo such as ``lables`` would otherwise drop a
 label without a word.

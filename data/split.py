@@ -1,4 +1,4 @@
-"""Train / valid / test splits of the canonical interactions (DESIGN.md §4, "split").
+"""Train / valid / test splits of the canonical interactions (docs/design.md §4.4, "split").
 
 Every split is deterministic: rows are ordered by ``(ts, row_id)``, so a tie in time is broken
 by source row order rather than by whatever order a sort happened to leave.

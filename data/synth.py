@@ -1,6 +1,6 @@
 """The synthetic multimodal world: the toolkit's embedded default dataset.
 
-``synthesize(out_dir, SynthConfig())`` writes a contract-valid dataset (DESIGN.md §4): item
+``synthesize(out_dir, SynthConfig())`` writes a contract-valid dataset (docs/design.md §4): item
 images and titles rendered from each item's latent topic and style, a hidden item quality that
 no content shows, an impression log with ``click`` and ``like`` labels, cold items released
 late, and users whose return depends on how satisfying their sessions were. The generative

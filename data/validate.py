@@ -1,4 +1,4 @@
-"""Column-level checks of the dataset contract (DESIGN.md §4).
+"""Column-level checks of the dataset contract (docs/design.md §4.2).
 
 Each check appends Problems naming the file, column and first offending row; the loader raises
 them together so a user sees everything wrong in one run.

@@ -29,7 +29,7 @@ def _min(value: float) -> dict:
 
 @dataclass
 class DataSection:
-    """Which data, and how it is derived (DESIGN §4)."""
+    """Which data, and how it is derived (docs/design.md §4.4)."""
 
     dir: str = ""  # dataset directory; `--data` on the command line sets it
     max_history: int = field(default=20, metadata=_min(1))

@@ -1,4 +1,4 @@
-"""Offline metrics exactly as DESIGN §5: AUC, GAUC, logloss, cold-start slices, retention.
+"""Offline metrics exactly as docs/design.md §5: AUC, GAUC, logloss, cold-start slices, retention.
 
 Everything is sort-based and vectorised so that 10M rows take seconds, not minutes:
 
@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 from scipy.stats import rankdata
 
-EPS = 1e-7  # logloss clipping (DESIGN §5)
+EPS = 1e-7  # logloss clipping (docs/design.md §5.1)
 RETENTION_HEADS = (("return_7d", "lt7"), ("return_14d", "lt14"))
 
 
@@ -254,7 +254,7 @@ def _retention_metrics(df: pl.DataFrame, notes: dict[str, str]) -> dict[str, Any
 
 def compute_metrics(predictions: pl.DataFrame, labels: list[str] | tuple[str, ...], split: str,
                     throughput: dict[str, float | None] | None = None) -> dict[str, Any]:
-    """The ``metrics.json`` dict (DESIGN §5) of a predictions frame (``recsys.rundir`` layout).
+    """The ``metrics.json`` dict (docs/design.md §5.3) of a predictions frame (``recsys.rundir`` layout).
 
     Per label: ``auc``, ``gauc`` (+ ``gauc_users``), ``logloss``, ``auc_cold_item``,
     ``auc_cold_user`` (+ their row counts), ``gauc_cold_item``, ``gauc_cold_user`` (+ their

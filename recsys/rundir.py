@@ -10,7 +10,7 @@ later when the tracking store was unreachable). Layout::
                                 dense_tower_precision (training: what this machine computed in)
       history.jsonl             one JSON object per epoch: epoch, step, train_loss, samples_per_s,
                                 valid {metrics.json-shaped dict}
-      metrics.json              final metrics (DESIGN §5); other splits in metrics_<split>.json
+      metrics.json              final metrics (docs/design.md §5.3); other splits in metrics_<split>.json
       predictions/<split>.parquet   row keys, truths and probabilities (see PREDICTION_KEYS)
       checkpoints/              written by training; opaque, logged as the model artifact
       plots/                    PNGs made by ``recsys.plots`` when the run is tracked

@@ -1,4 +1,4 @@
-"""Paired bootstrap over users of the difference in an offline metric (DESIGN §5).
+"""Paired bootstrap over users of the difference in an offline metric (docs/design.md §5.4).
 
 Both models are scored on the same evaluation rows. One bootstrap replicate draws U users with
 replacement (U = users in the evaluation set); a user drawn k times contributes its rows k

@@ -4,7 +4,7 @@
 # Why a script and not plain `pip install -e .`: torchrec's metadata requires the CUDA build of
 # `fbgemm-gpu`, which would drag several GB of CUDA wheels (and a CUDA torch) onto a CPU
 # machine. So torch and fbgemm are installed first, for the machine we are on, and torchrec
-# with --no-deps plus its real runtime dependencies (DESIGN.md §6).
+# with --no-deps plus its real runtime dependencies (docs/design.md §6).
 #
 # Re-running is cheap: a stamp file records the hash of the inputs of the last good install.
 set -euo pipefail

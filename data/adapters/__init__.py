@@ -1,4 +1,4 @@
-"""Adapters: turn public dataset layouts into contract datasets (DESIGN.md §4)."""
+"""Adapters: turn public dataset layouts into contract datasets (docs/design.md §4)."""
 
 from data.adapters.movielens import MovieLensReport, prepare_movielens
 

@@ -1,4 +1,4 @@
-"""MovieLens "latest" layout (plus an optional poster folder) -> contract dataset (DESIGN.md §4).
+"""MovieLens "latest" layout (plus an optional poster folder) -> contract dataset (docs/design.md §4).
 
 Source layout (https://grouplens.org/datasets/movielens/, e.g. ``ml-latest-small``)::
 

@@ -1,5 +1,5 @@
 """Derived data: splits, behaviour sequences, prior rate, retention labels, cold-start flags
-(DESIGN §4).
+(docs/design.md §4.4).
 
 Every derived column is checked against a plain Python reference on small random logs (with
 many timestamp ties), plus hand-built frames with exact expected values.

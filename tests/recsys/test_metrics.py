@@ -1,4 +1,4 @@
-"""Metrics of DESIGN §5 against plain reference implementations and hand-computed cases."""
+"""Metrics of docs/design.md §5 against plain reference implementations and hand-computed cases."""
 
 from __future__ import annotations
 
