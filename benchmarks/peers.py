@@ -1,9 +1,9 @@
-"""Side by side with FuxiCTR: our ``id_only`` preset vs FuxiCTR's DNN, DeepFM and DIN (DESIGN §8).
+"""Side by side with FuxiCTR: our ``id_only`` preset vs FuxiCTR's DNN, DeepFM and DIN (docs/design.md §8).
 
 Same data, same machine, same run:
 
 1. FuxiCTR is installed from PyPI into its own virtual environment ``.venv-peers`` (CPU torch
-   first, DESIGN §6; once, recorded in a stamp file). DIN comes with its wheel
+   first, docs/design.md §6; once, recorded in a stamp file). DIN comes with its wheel
    (``model_zoo/LongCTR``); DNN and DeepFM are in no PyPI release, so their ``model_zoo``
    files are taken once from a copy of the reczoo/FuxiCTR repository (``--model-zoo-source``),
    checked against pinned SHA-256 digests and kept under ``benchmarks/.data``
@@ -308,7 +308,7 @@ def parse_models(text: str) -> tuple[str, ...]:
 
 def write_output(path: Path, rows: list[dict[str, Any]], targets: list[dict[str, Any]],
                  command: str, extra: dict[str, Any]) -> Path:
-    """``--output``: the same JSON as ``results/peers.json`` (DESIGN §8), written elsewhere,
+    """``--output``: the same JSON as ``results/peers.json`` (docs/design.md §8), written elsewhere,
     e.g. for a smoke run that must not replace the recorded results."""
     import datetime as dt
 

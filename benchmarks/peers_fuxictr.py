@@ -34,7 +34,7 @@ def _pip(python: Path, *args: str) -> None:
 def ensure_peer_env(venv: Path = PEER_VENV) -> Path:
     """Creates ``venv`` with CPU torch and FuxiCTR (once); returns its python.
 
-    torch goes in first (``torch==2.13.0`` is the CPU wheel on these machines, DESIGN §6), then
+    torch goes in first (``torch==2.13.0`` is the CPU wheel on these machines, docs/design.md §6), then
     FuxiCTR with torch pinned by a constraints file, so nothing can swap in a CUDA torch.
     FuxiCTR 2.3.10 declares no torch dependency; its real dependencies (pandas, polars, pyarrow,
     scikit-learn, h5py, ray[data], ...) install from its metadata as they are.
@@ -60,7 +60,7 @@ def ensure_peer_env(venv: Path = PEER_VENV) -> Path:
         check=True, capture_output=True, text=True).stdout.split()
     if check[1] != "None":
         raise SystemExit(f"{venv}: pip installed a CUDA torch ({check[0]}); remove the venv and "
-                         "install the CPU wheel (DESIGN §6)")
+                         "install the CPU wheel (docs/design.md §6)")
     stamp.write_text(want)
     print(f"{venv}: torch {check[0]}, fuxictr {check[2]}", flush=True)
     return python

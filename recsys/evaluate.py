@@ -17,18 +17,15 @@ from data.batch import FeatureLayout
 from data.dataset import load_dataset
 from data.prepare import PrepareConfig, prepare
 from data.vocab import Vocab
-from ranking.checkpoint import latest_checkpoint, load_checkpoint
 from ranking.dist import DistEnv, process_group
-from ranking.sharding import shard_model
 from recsys import rundir
+from recsys.build import apply_threads, best_checkpoint, build_model
 from recsys.config import TrainConfig, load_run_config, train_config_toml
 from recsys.content_setup import load_item_tokens
 from recsys.errors import UsageError
 from recsys.metrics import compute_metrics
-from recsys.model import EM3Model
 from recsys.predict import predictions_frame, score_split
 from recsys.run_artifacts import load_data_state
-from recsys.train import BEST, CHECKPOINTS, apply_threads
 
 SPLITS = ("train", "valid", "test")
 
@@ -43,7 +40,7 @@ def evaluate(run: str | Path, data_dir: str | Path, split: str = "test", out: st
         raise UsageError(f"--split must be one of {SPLITS}, got '{split}'")
     if not (run / rundir.CONFIG_FILE).is_file():
         raise UsageError(f"--run {run}: not a training run directory (no {rundir.CONFIG_FILE})")
-    checkpoint = latest_checkpoint(run / CHECKPOINTS / BEST) or latest_checkpoint(run / CHECKPOINTS)
+    checkpoint = best_checkpoint(run)
     if checkpoint is None:
         raise UsageError(f"--run {run}: no complete checkpoint to evaluate")
     out = Path(out) if out is not None else run / f"eval-{split}"
@@ -81,9 +78,7 @@ def _score_and_write(run: Path, data_dir: str | Path, split: str, out: Path, che
                          f"run {dict(want.pooled)} / {want.dense} / {want.labels}, data "
                          f"{dict(have.pooled)} / {have.dense} / {have.labels}")
     tokens = load_item_tokens(cfg, dataset, env, progress=progress) if cfg.content.enabled else None
-    model = shard_model(EM3Model(prepared.layout, cfg, tokens, device="meta"), cfg.ranking_config(),
-                        env, print_plan=False)
-    load_checkpoint(checkpoint, model)
+    model = build_model(cfg, prepared.layout, tokens, env, checkpoint).model
     start = time.perf_counter()
     probs, rate = score_split(model, prepared, split, cfg.train.eval_batch_size, env.device,
                               env.rank, env.world_size, progress=progress and env.is_main)

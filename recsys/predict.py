@@ -18,12 +18,9 @@ import torch.distributed as dist
 from data.batch import RETENTION_COUNTS, RETENTION_LABELS
 from data.loader import BatchLoader
 from data.prepare import Prepared
+from recsys.build import autocast
 
 KEY_COLUMNS = ("row_id", "user_id", "item_id", "user_key", "cold_item", "cold_user")
-
-
-def _autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 @torch.no_grad()
@@ -52,7 +49,7 @@ def score_split(model: torch.nn.Module, prepared: Prepared, split: str, batch_si
         chunks = tqdm(chunks, desc=f"score {split}", unit="batch", leave=False)
     for s in chunks:
         batch = loader.batch_at(mine[s:s + batch_size]).to(device)
-        with _autocast(device):
+        with autocast(device):
             out = model(batch)
         for head, logit in out.logits.items():
             scores.setdefault(head, []).append(torch.sigmoid(logit.float()).cpu().numpy())

@@ -26,11 +26,10 @@ from data.dataset import load_dataset
 from data.loader import BatchLoader
 from data.prepare import prepare
 from ranking.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from ranking.config import ConfigError
 from ranking.dist import DistEnv, process_group
 from ranking.optim import dense_optimizer, dense_parameters
-from ranking.sharding import shard_model
 from recsys import rundir
+from recsys.build import BEST, apply_threads, autocast, build_model
 from recsys.config import TrainConfig, load_run_config, resume_differences, train_config_toml
 from recsys.content_setup import load_item_tokens
 from recsys.errors import UsageError
@@ -39,9 +38,7 @@ from recsys.model import EM3Model
 from recsys.perf import count_flops, keep_freed_memory, mfu, peak_flops, use_compile
 from recsys.predict import predictions_frame, score_split
 from recsys.run_artifacts import save_data_state
-
-CHECKPOINTS = "checkpoints"
-BEST = "best"
+from recsys.rundir import CHECKPOINTS_DIR
 
 
 @dataclass
@@ -58,13 +55,6 @@ class TrainState:
     train_samples_per_s: float = 0.0
     flops_per_sample: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def apply_threads(cfg: TrainConfig) -> None:
-    """Sets torch's intra-op threads from the config (0 keeps torch's default). Training and
-    evaluation both call it, so they reduce in the same order and score rows identically."""
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
 
 
 def seed_everything(seed: int) -> None:
@@ -113,10 +103,6 @@ def build_optimizer(model: torch.nn.Module, em3: EM3Model, cfg: TrainConfig,
     return CombinedOptimizer(parts)
 
 
-def _autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
 def _score(metrics: dict[str, Any], label: str, name: str) -> float | None:
     """The early-stopping score of a validation result (higher is better)."""
     value = metrics["labels"][label].get(name)
@@ -139,11 +125,8 @@ class Trainer:
         tokens = load_item_tokens(cfg, self.dataset, env, progress=self.progress) \
             if cfg.content.enabled else None
         seed_everything(cfg.train.seed)
-        self.em3 = EM3Model(self.prepared.layout, cfg, tokens, device="meta")
-        try:
-            self.model = shard_model(self.em3, cfg.ranking_config(), env, print_plan=self.progress)
-        except ConfigError as err:  # e.g. a table_sharding this device cannot run
-            raise UsageError(f"ranking: {err}") from err
+        self.em3, self.model = build_model(cfg, self.prepared.layout, tokens, env,
+                                           print_plan=self.progress)
         try:
             compiled, why = use_compile(cfg.train.compile, env.device)
         except ValueError as err:
@@ -191,11 +174,11 @@ class Trainer:
     # ---- checkpoints -------------------------------------------------------------------------
     def save(self) -> None:
         extra = {"state": asdict(self.state), "rng": _rng_state()}
-        save_checkpoint(self.run_dir / CHECKPOINTS, self.model, self.optimizer, extra,
+        save_checkpoint(self.run_dir / CHECKPOINTS_DIR, self.model, self.optimizer, extra,
                         step=self.state.step, keep_last=2)
 
     def restore(self) -> bool:
-        path = latest_checkpoint(self.run_dir / CHECKPOINTS)
+        path = latest_checkpoint(self.run_dir / CHECKPOINTS_DIR)
         if path is None:
             return False
         extra = load_checkpoint(path, self.model, self.optimizer)
@@ -212,7 +195,7 @@ class Trainer:
 
     # ---- the loop ----------------------------------------------------------------------------
     def train_step(self, batch) -> dict[str, float]:
-        with _autocast(self.env.device):
+        with autocast(self.env.device):
             out = self.model(batch)
             loss, parts = self.em3.loss(out, batch, self.interest_scale(self.state.step))
         self.optimizer.zero_grad(set_to_none=True)
@@ -298,7 +281,7 @@ class Trainer:
                 st.stopped_early = st.bad_epochs > cfg.train.patience
             st.epoch, st.batch_in_epoch = st.epoch + 1, 0
             if improved:
-                save_checkpoint(self.run_dir / CHECKPOINTS / BEST, self.model, None,
+                save_checkpoint(self.run_dir / CHECKPOINTS_DIR / BEST, self.model, None,
                                 {"epoch": st.epoch}, step=st.step, keep_last=1)
             self.save()
             if self.env.is_main:
@@ -310,7 +293,7 @@ class Trainer:
 
     def test(self) -> dict[str, Any] | None:
         """Scores the test split with the best weights; writes predictions and metrics.json."""
-        best = latest_checkpoint(self.run_dir / CHECKPOINTS / BEST)
+        best = latest_checkpoint(self.run_dir / CHECKPOINTS_DIR / BEST)
         if best is not None:
             load_checkpoint(best, self.model)
         probs, eval_rate = score_split(self.model, self.prepared, "test", self.cfg.train.eval_batch_size,

@@ -1,0 +1,73 @@
+"""The one place that builds a trainable or servable EM3 model from a config, a feature layout,
+the item tokens and (optionally) a checkpoint: ``recsys train`` and ``recsys evaluate`` both
+come through here, so a model is never assembled two ways.
+
+Also the run-directory names of the checkpoints and the process settings that training and
+evaluation must share to score rows identically (threads, autocast).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+
+from data.batch import FeatureLayout
+from multimodal.content import HasTokens
+from ranking.checkpoint import latest_checkpoint, load_checkpoint
+from ranking.config import ConfigError
+from ranking.dist import DistEnv
+from ranking.sharding import shard_model
+from recsys.config import TrainConfig
+from recsys.errors import UsageError
+from recsys.model import EM3Model
+from recsys.rundir import CHECKPOINTS_DIR
+
+BEST = "best"  # checkpoints/best: the weights of the best validation epoch
+
+
+class BuiltModel(NamedTuple):
+    """``em3``: the module (its loss, parameter groups and ranking model); ``model``: the same
+    module wrapped by ``DistributedModelParallel`` (what runs forward and holds the fused
+    sparse optimizer)."""
+
+    em3: EM3Model
+    model: torch.nn.Module
+
+
+def build_model(cfg: TrainConfig, layout: FeatureLayout, tokens: HasTokens | None, env: DistEnv,
+                checkpoint: Path | None = None, print_plan: bool = False) -> BuiltModel:
+    """Builds the EM3 model on ``meta``, shards it for ``env`` and, when given, loads
+    ``checkpoint`` (resharding to this world).
+
+    Raises:
+        UsageError: a ``ranking`` setting this device or world cannot run.
+    """
+    em3 = EM3Model(layout, cfg, tokens, device="meta")
+    try:
+        model = shard_model(em3, cfg.ranking_config(), env, print_plan=print_plan)
+    except ConfigError as err:  # e.g. a table_sharding this device cannot run
+        raise UsageError(f"ranking: {err}") from err
+    if checkpoint is not None:
+        load_checkpoint(checkpoint, model)
+    return BuiltModel(em3, model)
+
+
+def best_checkpoint(run_dir: Path) -> Path | None:
+    """The run's best-epoch checkpoint, else its latest, else None."""
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    return latest_checkpoint(root / BEST) or latest_checkpoint(root)
+
+
+def apply_threads(cfg: TrainConfig) -> None:
+    """Sets torch's intra-op threads from the config (0 keeps torch's default). Training and
+    evaluation both call it, so they reduce in the same order and score rows identically."""
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+
+
+def autocast(device: torch.device) -> torch.autocast:
+    """bf16 autocast of the whole forward pass on a GPU; a no-op elsewhere (on CPU the ranking
+    model's own ``cpu_precision`` decides)."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
