@@ -100,6 +100,11 @@ def headline(p: dict, q: dict) -> str:
         END])
 
 
+def _recorded(r: dict) -> str:
+    """When and where a result file was recorded: ``date, cpu × cores``."""
+    return f"{r['date']}, {r['machine']['cpu']} × {r['machine']['cores']}"
+
+
 def results_doc(q: dict, p: dict, t: dict) -> str:
     """docs/results.md, whole."""
     out = ["# Results", "",
@@ -110,7 +115,7 @@ def results_doc(q: dict, p: dict, t: dict) -> str:
            "of a table is the spread over training seeds). Findings and what was tried beside",
            "them: [ranking](ranking.md), [training](training.md), [peers](peers.md).", ""]
     out += [f"## Side by side with FuxiCTR: `{p['command']}`", "",
-            f"{p['date']}, {p['machine']['cpu']} × {p['machine']['cores']}. Means over seeds;",
+            f"{_recorded(p)}. Means over seeds;",
             "train samples/s is the median of the epochs after the first. Precision: "
             f"{p['setup']['precision']}", "",
             "| model | dataset | test AUC | GAUC | logloss | cold-item AUC | train samples/s | peak RSS (MB) |",
@@ -119,7 +124,7 @@ def results_doc(q: dict, p: dict, t: dict) -> str:
             "|---|---|---|---|---|---|", *gap_rows(p, {}), "",
             "Targets:", "", *target_lines(p["targets"]), ""]
     out += [f"## Quality: `{q['command']}`", "",
-            f"{q['date']}, {q['machine']['cpu']} × {q['machine']['cores']}. Test split, primary",
+            f"{_recorded(q)}. Test split, primary",
             "label, mean ± std over seeds. A row keeps the date it was last trained: re-run the",
             "command for rows trained before a change of data or defaults.", "",
             "| dataset | model | seeds | AUC | GAUC | cold-item AUC | cold-item GAUC |",
@@ -135,7 +140,7 @@ def results_doc(q: dict, p: dict, t: dict) -> str:
         out.append("")
     out += ["Targets:", "", *target_lines(q["targets"]), ""]
     out += [f"## Training step: `{t['command']}`", "",
-            f"{t['date']}, {t['machine']['cpu']} × {t['machine']['cores']}. The `id_only` step",
+            f"{_recorded(t)}. The `id_only` step",
             "(forward, loss, backward, optimizer), median of interleaved rounds; the last column",
             "is the variant's step time over the shipped step's, measured in the same run.", "",
             "| dataset | variant | step (ms) | samples/s | step time / shipped |",
