@@ -18,8 +18,8 @@ def test_export_has_our_pooled_indices_and_dense_features(tmp_path):
     ours = prepare(load_dataset(world), load_train_config(PRESET).prepare_config())
     layout, frame = ours.layout, ours.frame
     specs = {c["name"]: c for c in meta["feature_cols"]}
-    assert layout.dense == ("prior_logit",)
-    assert specs["prior_logit"]["type"] == "numeric"
+    assert layout.dense == ("prior_logit", "prior_item_logit")
+    assert all(specs[f]["type"] == "numeric" for f in layout.dense)
     for f, size in layout.pooled.items():
         assert specs[f]["type"] == "categorical" and specs[f]["vocab_size"] == size + 1
     for split in ("train", "valid", "test"):
@@ -28,8 +28,9 @@ def test_export_has_our_pooled_indices_and_dense_features(tmp_path):
         assert exported.height == rows.height == meta["rows"][split]
         for f in layout.pooled:  # FuxiCTR keeps row 0 for padding: our index + 1
             assert np.array_equal(exported[f].to_numpy(), rows[index_column(f)].to_numpy() + 1)
-        assert exported["prior_logit"].dtype == pl.Float32
-        assert np.array_equal(exported["prior_logit"].to_numpy(), rows["prior_logit"].to_numpy())
+        for f in layout.dense:
+            assert exported[f].dtype == pl.Float32
+            assert np.array_equal(exported[f].to_numpy(), rows[f].to_numpy())
         assert np.array_equal(exported["click"].to_numpy(), rows["click"].to_numpy())
     assert np.array_equal(meta["test"]["y"], frame.filter(pl.col("split") == "test")["click"])
 
@@ -53,7 +54,8 @@ def test_flat_rows_for_dnn_and_deepfm_are_the_same_rows_and_features(tmp_path):
         for f in layout.pooled:
             assert np.array_equal(npz[f], rows[index_column(f)].to_numpy() + 1)
         assert np.array_equal(npz["item_id"], item_id[rows["item_row"].to_numpy()])
-        assert np.array_equal(npz["prior_logit"], rows["prior_logit"].to_numpy())
+        for f in layout.dense:
+            assert np.array_equal(npz[f], rows[f].to_numpy())
         assert np.array_equal(npz["click"], rows["click"].to_numpy())
     valid = frame.filter(pl.col("split") == "valid")
     assert np.array_equal(meta["valid"]["user_key"], valid["user_key"].to_numpy())
