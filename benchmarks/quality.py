@@ -145,6 +145,27 @@ def run_stem(row: str) -> str:
     return row
 
 
+def still_current(row: dict, data: Path | None, overrides: list[str]) -> bool:
+    """Whether a recorded row may stay in the results: its dataset was not prepared in this
+    invocation (``data`` None: kept as recorded), or every seed's run is here and was trained
+    on exactly this data. A row of older data is dropped (and says so) rather than shown
+    beside rows of the current data."""
+    if data is None or row["preset"] in (SELECTED, PRIOR_ALONE):
+        return True
+    from data.dataset import dataset_fingerprint
+
+    current = dataset_fingerprint(data)
+    runs = sorted(runs_root(row["dataset"], overrides).glob(f"{run_stem(row['preset'])}-s*"))
+    runs = [r for r in runs if r.name.rsplit("-s", 1)[1].isdigit() and (r / "run.json").is_file()]
+    fresh = len(runs) >= row["seeds"] and all(
+        (json.loads((r / "run.json").read_text()).get("dataset") or {}).get("fingerprint") == current
+        for r in runs)
+    if not fresh:
+        print(f"{row['dataset']} {row['preset']}: its recorded runs were trained on other data; "
+              "dropped from the results (re-run it to record it again)")
+    return fresh
+
+
 def set_aside_if_stale(run_dir: Path, data: Path) -> Path | None:
     """Moves ``run_dir`` to ``<run>.stale-<its data fingerprint>`` when it was trained (or
     started) on other data than ``data``; returns where it went, None when it stays."""
@@ -416,8 +437,9 @@ def main() -> int:
     args = parser.parse_args()
 
     rows, raw = [], {}
+    data_dirs: dict[str, Path | None] = {}
     for name in args.datasets:
-        data = dataset_dir(name)
+        data = data_dirs[name] = dataset_dir(name)
         if data is None:
             continue
         for preset in args.presets:
@@ -456,13 +478,20 @@ def main() -> int:
     if previous.is_file():
         old = json.loads(previous.read_text())
         done = {f"{r['dataset']}/{r['preset']}" for r in rows}
-        rows = [r for r in old["rows"] if f"{r['dataset']}/{r['preset']}" not in done] + rows
+        kept = [r for r in old["rows"] if f"{r['dataset']}/{r['preset']}" not in done
+                and still_current(r, data_dirs.get(r["dataset"]), args.overrides)]
+        done |= {f"{r['dataset']}/{r['preset']}" for r in old["rows"]} - {
+            f"{r['dataset']}/{r['preset']}" for r in kept}
+        rows = kept + rows
         raw = {k: v for k, v in old.get("runs", {}).items() if k not in done} | raw
     for name in dict.fromkeys(r["dataset"] for r in rows):
         picked = selected_on_valid(name, args.overrides)
-        if picked is None:  # its runs are not here: the recorded row (if any) stays
-            continue
+        if picked is None and data_dirs.get(name) is None:
+            continue  # its dataset is not here: the recorded row (if any) stays
         rows = [r for r in rows if (r["dataset"], r["preset"]) != (name, SELECTED)]
+        if picked is None:  # here, but its runs are not (or were of other data)
+            raw.pop(f"{name}/{SELECTED}", None)
+            continue
         rows.append(picked[0])
         raw[f"{name}/{SELECTED}"] = picked[1]
     order = {p: i for i, p in enumerate((*PRESETS, *PRETRAINED, SELECTED, PRIOR_ALONE))}

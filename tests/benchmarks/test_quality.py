@@ -229,3 +229,22 @@ def test_a_run_of_other_data_is_set_aside_not_reused(tmp_path):
     (run / "run.json").write_text(json.dumps({"dataset": {"fingerprint": "old"}}))
     assert quality.set_aside_if_stale(run, data) == run.with_name("em3-s0.stale-old")
     assert not run.exists() and (run.with_name("em3-s0.stale-old") / "run.json").is_file()
+
+
+def test_a_recorded_row_of_other_data_is_dropped_not_shown(tmp_path, monkeypatch):
+    from tests.data.contract_fixtures import write_dataset
+
+    from data.dataset import dataset_fingerprint
+
+    monkeypatch.setattr(quality, "WORK", tmp_path)
+    data = write_dataset(tmp_path / "ds")
+    row = {"dataset": "toy", "preset": "em3", "seeds": 2}
+    for seed, fingerprint in ((0, dataset_fingerprint(data)), (1, "old")):
+        run = quality.runs_root("toy", []) / f"em3-s{seed}"
+        run.mkdir(parents=True)
+        (run / "run.json").write_text(json.dumps({"dataset": {"fingerprint": fingerprint}}))
+    assert quality.still_current(row, None, [])  # dataset not prepared here: kept as recorded
+    assert not quality.still_current(row, data, [])  # seed 1 is of other data
+    (quality.runs_root("toy", []) / "em3-s1" / "run.json").write_text(
+        json.dumps({"dataset": {"fingerprint": dataset_fingerprint(data)}}))
+    assert quality.still_current(row, data, [])
