@@ -55,11 +55,11 @@ class UnknownItem(nn.Module):
         """``replace`` for long inputs where unknown rows are rare (history items).
 
         Writes only the unknown rows and returns ``emb`` itself when there are none (every
-        training batch: histories hold items of the training log). ``torch.where`` over the
-        ~9k x D history rows of a MovieLens batch, forward and backward, took about 0.5 ms of
-        a 13-14 ms training step in the profiler. ``weight`` is not in the graph when nothing
-        is replaced, so call ``replace`` on another input in the same forward (``SparseArch``
-        does, on the target).
+        training batch: histories hold items of the training log). ``torch.where`` over every
+        history row of a MovieLens batch, forward and backward, was a visible share of the
+        training step in the profiler (docs/ranking.md, "Unknown items"). ``weight`` is not in
+        the graph when nothing is replaced, so call ``replace`` on another input in the same
+        forward (``SparseArch`` does, on the target).
         """
         rows = unknown.nonzero().squeeze(1)
         if rows.numel() == 0:
@@ -139,7 +139,8 @@ def bucket_positions(positions: Positions, length: int, multiple: int) -> Positi
     Why: under CPU bf16 autocast every matmul goes through oneDNN, which builds (and caches) a
     kernel per input shape. The N x H matmuls of the attention unit change shape with every
     batch's number of valid positions, and building a kernel each step made a MovieLens
-    ``id_only`` epoch slower than float32 (19.5k vs 32k samples/s) and doubled the peak RSS.
+    ``id_only`` epoch slower than float32 and raised the peak RSS (docs/ranking.md, "CPU
+    precision").
     Rounding N up gives a handful of shapes per run. The padding points one column past the
     history (``length``): ``DINAttention`` gathers a real key for it and scores it into a
     slot that it drops.
@@ -198,8 +199,9 @@ class DINAttention(nn.Module):
                         positions: Positions | None = None) -> torch.Tensor:
         """query: B x Dq, keys: B x L x Dq, mask: B x L bool → B x L raw scores (0 at padding).
 
-        Only the valid positions go through the unit: on the default world 40% of the B x L
-        history slots hold an item, so scoring the padding would be 2.5x the work.
+        Only the valid positions go through the unit: on the default world most of the B x L
+        history slots are padding, so scoring them would multiply the work (docs/ranking.md,
+        "DIN attention").
         ``positions`` (``mask.nonzero(as_tuple=True)``, computed when not given) lets a caller
         find them outside a compiled region: their number depends on the data. With
         ``padded_positions`` they may end in ``bucket_positions`` padding.
@@ -361,13 +363,13 @@ class RetentionTower(nn.Module):
 
     Used with ``RankingConfig.retention_own_tower``. Why: retention proxies are a property of
     the user and the day, not of the target item, and on the shared tower their gradient pulls
-    the tower, interaction and attention away from the labels (``id_only`` test AUC, 3 seeds:
-    synthetic 0.6774 shared vs 0.6793 here, MovieLens 0.8204 vs 0.8262). Reading the tower
-    through a stop-gradient keeps the item-side work the labels learned; the user embedding,
-    which retention does train, is what lets the heads tell users apart (a probe on the
-    detached tower alone fell to return_7d AUC 0.475 on the synthetic world). With content the
-    shared tower can be better: there retention also supervises the content model
-    (docs/ranking.md has the figures).
+    the tower, interaction and attention away from the labels (``id_only`` test AUC is higher
+    with this tower on both datasets). Reading the tower through a stop-gradient keeps the
+    item-side work the labels learned; the user embedding, which retention does train, is what
+    lets the heads tell users apart (a probe on the detached tower alone, without it, could not
+    rank return_7d on the synthetic world). With content the shared tower can be better: there
+    retention also supervises the content model (docs/ranking.md, "Retention heads", has the
+    figures).
 
     Args:
         tower_dim: H, width of the click tower's output.

@@ -34,7 +34,8 @@ from ranking.archs import (
 from ranking.config import RankingConfig
 
 # Under CPU bf16 the attention unit's N valid positions are padded to a multiple of this
-# (``archs.bucket_positions``): ≤ 255 extra rows against ~4k (synthetic) to ~9k (MovieLens).
+# (``archs.bucket_positions``): at most 255 extra rows, small against the thousands of valid
+# positions in a training batch (docs/ranking.md, "CPU precision").
 POSITION_BUCKET = 256
 
 
@@ -204,8 +205,9 @@ class RankingModel(nn.Module):
         Why: on CPU the tower is a chain of small matmuls and memory-bound elementwise ops
         over N x H activations (N valid history positions); eager runs each op as its own
         pass over memory, Inductor fuses them (the PReLUs, the factored first layer's adds,
-        the scatter, the DCN products) into a few C++ loops. The eager ``id_only`` training
-        step took 1.14-1.29x as long as the compiled one (``benchmarks/train_step.py``).
+        the scatter, the DCN products) into a few C++ loops, which shortens the ``id_only``
+        training step (``benchmarks/train_step.py``, variant ``eager_tower``; docs/results.md,
+        "Training step").
         ``dynamic=True``: the batch size (last batch, evaluation) and N change every call,
         and one graph with symbolic sizes avoids a recompilation per shape. Train and eval
         mode get a graph each. The sparse part (TorchRec) stays eager.
@@ -217,8 +219,9 @@ class RankingModel(nn.Module):
         """Runs the dense tower eagerly inside the block, compiled or not.
 
         For ``torch.utils.flop_counter.FlopCounterMode`` and other dispatch modes: Dynamo
-        does not trace under them, and a first call made there left the tower eager for the
-        rest of the run (a MovieLens step stayed at 17 ms instead of 13.5 ms).
+        does not trace under them, and a first call made there left the tower eager, and the
+        step at its eager time, for the rest of the run (docs/ranking.md, "Architecture", the
+        ``torch.compile`` item).
         """
         compiled, self._compiled_dense = self._compiled_dense, None
         try:
@@ -256,7 +259,8 @@ class RankingModel(nn.Module):
         from the user key's offset (bags before it may have any length). Why the OOV row and not a separate vector (as for items):
         the OOV row is what a cold user reads anyway, and the fused sparse optimizer trains it
         like any other row. On a time split most evaluation rows can come from users the
-        training log never saw (91% of the MovieLens test rows).
+        training log never saw (on MovieLens most of the test rows: docs/ranking.md, "Unknown
+        users").
         """
         p = self.config.user_id_dropout
         if not self.training or p == 0.0:

@@ -79,8 +79,8 @@ def fused_adam_kwargs(params: list[nn.Parameter]) -> dict[str, bool]:
     (floating point, on CPU or CUDA), else ``{}`` (the default per-parameter implementation).
 
     Why: the default implementation launches several ops per parameter tensor from Python; the
-    fused kernel updates all of them in one call. The CPU ``id_only`` step (one thread) took
-    1.025x (synthetic) / 1.020x (MovieLens) as long with the default (``train_step.py``).
+    fused kernel updates all of them in one call, which shortens the CPU ``id_only`` step
+    (``benchmarks/train_step.py``, variant ``plain_adamw``; docs/results.md, "Training step").
     """
     ok = bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point()
                               for p in params)

@@ -3,9 +3,10 @@
 Why our own: ATen's ``_prelu_kernel_backward`` computes both gradients in one
 two-output TensorIterator loop that is not vectorised on CPU, then reduces a full-size weight
 gradient. In the DIN activation unit (N valid history positions x 64) it was the second
-largest op of a MovieLens ``id_only`` training step (~3.7 of ~22 ms in the profiler). The
-backward below uses only vectorised kernels (``threshold_backward``, ``mul``, ``sum``) and is
-2-2.5x faster on those shapes (``benchmarks/train_step.py`` times the whole step).
+largest op of a MovieLens ``id_only`` training step in the profiler. The backward below uses
+only vectorised kernels (``threshold_backward``, ``mul``, ``sum``) and is faster on those
+shapes (docs/ranking.md, "The unit's PReLU has our own backward", has the measurements;
+``benchmarks/train_step.py`` times the whole step).
 """
 
 from __future__ import annotations

@@ -81,11 +81,11 @@ def planner_constraints(model: nn.Module, config: RankingConfig, device_type: st
     to the planner, except that in a world of one process it may only keep them whole:
     ``table_wise`` or (pooled tables) ``data_parallel``. Alone, every sharding puts the whole
     table on the one rank, and the planner's pick for the item table (``row_wise``) only adds
-    bucketing and split exchanges around each lookup (with it, a MovieLens ``id_only`` step
-    took 1.07x as long on the reference CPU: ``benchmarks/train_step.py``, variant
-    ``planner_sharding``). Its ``data_parallel`` picks stay: that choice also decides which
-    optimizer trains the table (the dense one), and forcing those small tables onto the fused
-    row-wise Adagrad cost the synthetic world's ``em3`` 0.02 test AUC (seed 0).
+    bucketing and split exchanges around each lookup (``benchmarks/train_step.py``, variant
+    ``planner_sharding``; docs/results.md, "Training step"). Its ``data_parallel`` picks stay:
+    that choice also decides which optimizer trains the table (the dense one), and forcing
+    those small tables onto the fused row-wise Adagrad cost the synthetic world's ``em3`` test
+    AUC (docs/ranking.md, "Architecture", the world-of-one item).
     """
     tables = embedding_tables(model)
     constraints: dict[str, ParameterConstraints] = {}
@@ -125,7 +125,8 @@ class DataParallelUnlessAlone(DefaultDataParallelWrapper):
     """TorchRec's DDP wrapper for the dense part, skipped when the world has one process.
 
     Why: alone, DDP only adds work (bucket copies, a gloo all-reduce of every dense gradient
-    onto itself, forward hooks): about 1.3 ms of a 30 ms id_only step on the reference CPU.
+    onto itself, forward hooks) and buys nothing (docs/ranking.md, "TorchRec quirks found",
+    has the measured cost).
     DMP's state dict has the same keys either way, so checkpoints move between world sizes.
     """
 

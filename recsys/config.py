@@ -39,8 +39,8 @@ class DataSection:
     # The log's last days only label retention (see data.prepare.PrepareConfig.tail_days).
     tail_days: int = field(default=14, metadata=_min(0))
     # The user's smoothed rate of the primary label before each row (a dense logit and two
-    # pooled buckets, data/prior_rate.py). id_only test AUC, 3 seeds, without → with:
-    # MovieLens 0.648 → 0.810, synthetic world 0.674 → 0.677.
+    # pooled buckets, data/prior_rate.py). On MovieLens most of id_only's test AUC comes from
+    # it; on the synthetic world it adds a little (docs/cli.md, "The user's prior rate").
     prior_rate: bool = True
     # The same for the target item, over every user's earlier rows: its main effect, which
     # the item ID embedding under-learns on MovieLens (docs/ranking.md, "Within-user ranking":
@@ -90,11 +90,10 @@ class ContentSection:
 class CICSection:
     """Content-ID contrastive loss: total = Σ BCE + weight · CIC."""
 
-    # 0.1 (with the interest loss on). Exploration runs (docs/training.md), default world,
-    # seed 0, 3 epochs: λ = 0.1 gave click AUC 0.7426 / cold-item AUC 0.6966 and λ = 1 gave
-    # 0.6834 / 0.6180. At λ = 1 the CIC gradient (≈ ln B early on) dominates the ID tables'
-    # row-wise Adagrad state and slows the ranking: valid AUC after epoch 1 was 0.644 against
-    # 0.685 for id_only.
+    # 0.1 (with the interest loss on): in the exploration runs on the default world it beat
+    # λ = 1 on click and cold-item AUC. At λ = 1 the CIC gradient (≈ ln B early on) dominates
+    # the ID tables' row-wise Adagrad state and slows the ranking (docs/training.md, "Why the
+    # interest term, and why CIC at 0.1", has the figures).
     weight: float = field(default=0.1, metadata=_min(0.0))
     temperature: float = field(default=0.1, metadata=_min(1e-4))
     proj_dim: int = field(default=32, metadata=_min(1))
@@ -107,20 +106,19 @@ class InterestSection:
     Needs history content (``content.seq_mode`` other than ``none``); ignored otherwise.
     """
 
-    # 1.0. Exploration runs (docs/training.md), default world, seed 0: em3 went from click AUC
-    # 0.6772 / cold-item AUC 0.6164 (no interest loss, CIC λ = 1) to 0.7426 / 0.6966 (interest
-    # 1.0, CIC λ = 0.1); seed 1: 0.7230 / 0.6686. A linear probe of the trained content
-    # embeddings finds the world's hidden topic for 86% of items with it and 26% without.
+    # 1.0: in the exploration runs on the default world the interest loss is what let the
+    # content embeddings learn the world's hidden topic (a linear probe finds it far more often
+    # with it), and em3's click and cold-item AUC rose with it (docs/training.md, "Why the
+    # interest term, and why CIC at 0.1", has the figures).
     weight: float = field(default=1.0, metadata=_min(0.0))
     temperature: float = field(default=0.1, metadata=_min(1e-4))
     proj_dim: int = field(default=32, metadata=_min(1))
     # Epochs over which the weight ramps linearly from 0 to ``weight``; 0 (the default) = full
     # weight from the first step. Why one might: early on the interest gradient is most of the
-    # Q-Former's (MovieLens em3, first 30 steps: median norm 1.33 against 0.64 from everything
-    # else) while the loss is still at chance, and MovieLens picks its best epoch early. em3,
-    # 3 seeds, test AUC / cold-item AUC, 0 → 1 epoch: MovieLens 0.8192 / 0.7871 → 0.8209 /
-    # 0.7944, synthetic world 0.7456 / 0.6990 → 0.7449 / 0.6953: inside the seed spread on
-    # both, so the presets leave it off (docs/training.md).
+    # Q-Former's (MovieLens em3) while the loss is still at chance, and MovieLens picks its best
+    # epoch early. A one-epoch warm-up moved em3's test AUC only inside the seed spread on both
+    # datasets, so the presets leave it off (docs/training.md, "A warm-up for the interest
+    # loss", has the figures).
     warmup_epochs: float = field(default=0.0, metadata=_min(0.0))
 
 
@@ -128,10 +126,10 @@ class InterestSection:
 class LossSection:
     """Weights of the ranking loss terms (the CIC weight is in [cic])."""
 
-    # Weight of each retention head's BCE relative to a label head. The retention heads share
-    # the tower with the label heads; at weight 1 they pulled it away from the labels. Measured
-    # on the default synthetic world, id_only seed 0: weight 1.0 → click AUC 0.6525, cold-item
-    # AUC 0.5756, return_7d AUC 0.6956; weight 0.2 → 0.6727, 0.6051, 0.7086 (better on all).
+    # Weight of each retention head's BCE relative to a label head. Chosen while the retention
+    # heads shared the tower with the label heads: at weight 1 they pulled it away from the
+    # labels, and 0.2 was better on click, cold-item and return_7d AUC (id_only, default
+    # synthetic world; docs/training.md, "The model (recsys/model.py)", has the figures).
     retention_weight: float = field(default=0.2, metadata=_min(0.0))
 
 
@@ -158,14 +156,14 @@ class TrainSection:
     checkpoint_every: int = field(default=100, metadata=_min(0))  # steps; 0 = end of epoch only
     max_steps_per_epoch: int = field(default=0, metadata=_min(0))  # 0 = the whole epoch
     # torch intra-op CPU threads per process; 0 = torch's default (one per core). 1 is the
-    # default because these small ops lose far more to OpenMP contention than they gain: on the
-    # 2-core reference machine under load, an id_only step took 35 ms with 1 thread and
-    # 1,147 ms with 2. Scale out with processes (torchrun) instead.
+    # default because these small ops lose far more to OpenMP contention than they gain on a
+    # loaded machine (docs/cli.md, "Threads and processes", has the measurement). Scale out
+    # with processes (torchrun) instead.
     threads: int = field(default=1, metadata=_min(0))
     # torch.compile the ranking model's dense tower (attention, interaction, tower, heads):
-    # "auto" = on CPU where a C++ compiler is found (an eager id_only step took 1.14-1.29x as
-    # long on the reference CPU, benchmarks/train_step.py), "on" = everywhere or fail,
-    # "off" = eager.
+    # "auto" = on CPU where a C++ compiler is found (the eager id_only step is slower there:
+    # docs/cli.md, "Compiled dense tower"; docs/results.md, "Training step"), "on" = everywhere
+    # or fail, "off" = eager.
     compile: Literal["auto", "on", "off"] = "auto"
 
 

@@ -31,14 +31,14 @@ def keep_freed_memory() -> bool:
     """Makes glibc's malloc keep freed blocks of up to 32 MB for reuse; True when applied.
 
     Why: a CPU training step allocates and frees many activation and gradient tensors of a few
-    MB (the DIN unit's N x 64 inputs, N ~ 10k history slots on MovieLens). glibc adapts its
-    mmap threshold to the sizes it sees, but on such a mix it keeps serving some of them with
-    fresh mmaps or trimming them back to the kernel, and every step pays page faults to zero
-    the same memory again: 400-2,800 faults per ``id_only`` step on MovieLens, about 10 with
-    this setting; without it the eager step took 1.08-1.76x as long (five runs of
-    ``benchmarks/train_step.py``; no change on the synthetic world, where glibc's adaptation
-    already settles). The compiled dense tower (the CPU default) allocates far fewer such
-    temporaries, and there the two are level. PyTorch's CPU
+    MB (the DIN unit's N x 64 inputs, N in the thousands of history slots per MovieLens
+    batch). glibc adapts its mmap threshold to the sizes it sees, but on such a mix it keeps
+    serving some of them with fresh mmaps or trimming them back to the kernel, and every step
+    pays page faults to zero the same memory again. With this setting the faults per
+    ``id_only`` step on MovieLens nearly vanish and the eager step is shorter (no change on the
+    synthetic world, where glibc's adaptation already settles); the compiled dense tower (the
+    CPU default) allocates far fewer such temporaries, and there the two are level
+    (docs/training.md, "Throughput and MFU", has the measurements). PyTorch's CPU
     tuning guide gets the same effect by preloading jemalloc or tcmalloc. The cost: the
     process keeps up to that much freed memory for reuse. Does nothing (False) off Linux or
     without glibc.
