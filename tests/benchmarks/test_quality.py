@@ -232,9 +232,8 @@ def test_a_run_of_other_data_is_set_aside_not_reused(tmp_path):
 
 
 def test_a_recorded_row_of_other_data_is_dropped_not_shown(tmp_path, monkeypatch):
-    from tests.data.contract_fixtures import write_dataset
-
     from data.dataset import dataset_fingerprint
+    from tests.data.contract_fixtures import write_dataset
 
     monkeypatch.setattr(quality, "WORK", tmp_path)
     data = write_dataset(tmp_path / "ds")
