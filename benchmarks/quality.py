@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
 from benchmarks.common import RESULTS_DIR, print_table, target, write_results  # noqa: E402
 
+# Each row says when it was trained: rows of other invocations stay in the file as recorded.
+TODAY = datetime.now().date().isoformat()
 PRESETS = ("id_only", "em3", "em3_no_cic", "em3_no_interest", "em3_frozen_seq", "em3_full_seq",
            "em3_no_content_seq")
 WORK = REPO / "benchmarks" / ".data"
@@ -235,7 +237,7 @@ def prior_rate_alone(name: str, data: Path, run_dir: Path, overrides: list[str])
              .join(rate, on="row_id", how="left", maintain_order="left")
              .with_columns(pl.col("_r").alias(f"pred_{label}")).drop("_r"))
     m = compute_metrics(preds, [label], "test")["labels"][label]
-    row = {"dataset": name, "preset": PRIOR_ALONE, "label": label, "seeds": 1}
+    row = {"dataset": name, "preset": PRIOR_ALONE, "label": label, "seeds": 1, "recorded": TODAY}
     for k in METRICS:
         row[k], row[f"{k}_std"] = m[k], None
     return row
@@ -375,7 +377,8 @@ def selected_on_valid(name: str, overrides: list[str]) -> tuple[dict, list[dict]
         runs.append({"seed": seed, "label": label, "picked": pick,
                      "valid_auc": {p: round(v, 4) for p, v in valid.items()},
                      **{k: m["labels"][label][k] for k in METRICS}})
-    row = {"dataset": name, "preset": SELECTED, "label": runs[0]["label"], "seeds": len(runs)}
+    row = {"dataset": name, "preset": SELECTED, "label": runs[0]["label"], "seeds": len(runs),
+           "recorded": TODAY}
     for k in METRICS:
         row[k], row[f"{k}_std"] = summarise([r[k] for r in runs])
     return row, runs
@@ -460,7 +463,8 @@ def main() -> int:
                 print(f"{name} {preset} seed {seed}: " + ", ".join(
                     f"{k} {runs[-1][k]:.4f}" for k in METRICS if runs[-1][k] is not None), flush=True)
             raw[f"{name}/{preset}"] = runs
-            row = {"dataset": name, "preset": preset, "label": runs[0]["label"], "seeds": len(runs)}
+            row = {"dataset": name, "preset": preset, "label": runs[0]["label"], "seeds": len(runs),
+                   "recorded": TODAY}
             for k in METRICS:
                 mean, std = summarise([r[k] for r in runs])
                 row[k], row[f"{k}_std"] = mean, std

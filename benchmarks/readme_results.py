@@ -46,10 +46,12 @@ def _gap(g: dict | None) -> str:
 
 
 def quality_table(q: dict) -> list[str]:
-    """One row per dataset x preset of ``quality.json``."""
+    """One row per dataset x preset of ``quality.json``, with the day it was trained (rows
+    recorded before rows carried one: "before 2026-12-05")."""
     return [f"| {r['dataset']} | `{r['preset']}` | {r['seeds']} | {_mean_std(r, 'auc')} | "
             f"{_mean_std(r, 'gauc')} | {_mean_std(r, 'auc_cold_item')} | "
-            f"{_mean_std(r, 'gauc_cold_item')} |" for r in q["rows"]]
+            f"{_mean_std(r, 'gauc_cold_item')} | {r.get('recorded', 'before 2026-12-05')} |"
+            for r in q["rows"]]
 
 
 def peers_table(p: dict) -> list[str]:
@@ -125,10 +127,12 @@ def results_doc(q: dict, p: dict, t: dict) -> str:
             "Targets:", "", *target_lines(p["targets"]), ""]
     out += [f"## Quality: `{q['command']}`", "",
             f"{_recorded(q)}. Test split, primary",
-            "label, mean ± std over seeds. A row keeps the date it was last trained: re-run the",
-            "command for rows trained before a change of data or defaults.", "",
-            "| dataset | model | seeds | AUC | GAUC | cold-item AUC | cold-item GAUC |",
-            "|---|---|---:|---|---|---|---|", *quality_table(q), ""]
+            "label, mean ± std over seeds. Each row says the day it was trained: invocations",
+            "merge into one file, and a row trained before a change of data or defaults stays as",
+            "recorded until its command is run again (a row whose runs were of other data than",
+            "the dataset prepared now is dropped).", "",
+            "| dataset | model | seeds | AUC | GAUC | cold-item AUC | cold-item GAUC | trained |",
+            "|---|---|---:|---|---|---|---|---|", *quality_table(q), ""]
     paired = [(name, g) for name, g in q.get("paired", {}).items()]
     paired += [(name, g) for name, rows in q.get("paired_pretrained", {}).items()
                for g in rows.values()]

@@ -28,7 +28,9 @@ def test_tables_render_what_a_row_says() -> None:
                    "gauc": None, "auc_cold_item": 0.6, "auc_cold_item_std": 0.0,
                    "gauc_cold_item": 0.55, "gauc_cold_item_std": 0.02}]}
     assert rr.quality_table(q) == [
-        "| d | `p` | 3 | 0.7123 ± 0.0100 | n/a | 0.6000 ± 0.0000 | 0.5500 ± 0.0200 |"]
+        "| d | `p` | 3 | 0.7123 ± 0.0100 | n/a | 0.6000 ± 0.0000 | 0.5500 ± 0.0200 | before 2026-12-05 |"]
+    q["rows"][0]["recorded"] = "2026-12-05"
+    assert rr.quality_table(q)[0].endswith("| 2026-12-05 |")
     p = {"summary": [{"model": "m", "dataset": "d", "test_auc": 0.7, "gauc": 0.65, "logloss": 0.5,
                       "auc_cold_item": None, "train_samples_per_s": 12345.6, "peak_rss_mb": 700.4}]}
     assert rr.peers_table(p) == ["| m | d | 0.7000 | 0.6500 | 0.5000 | – | 12,346 | 700 |"]
