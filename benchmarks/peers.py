@@ -64,7 +64,12 @@ from benchmarks.peers_fuxictr import (  # noqa: E402
     run_fuxictr,
 )
 from benchmarks.peers_model_zoo import COMMIT, ensure_model_zoo  # noqa: E402
-from benchmarks.peers_paired import best_on_valid, paired_interval, seed_ensemble  # noqa: E402
+from benchmarks.peers_paired import (  # noqa: E402
+    best_on_valid,
+    paired_interval,
+    predictions_dir,
+    save_predictions,
+)
 from benchmarks.peers_report import (  # noqa: E402
     COLUMNS,
     OURS,
@@ -75,8 +80,6 @@ from benchmarks.peers_report import (  # noqa: E402
 
 # The project's shared data folder sits beside the repository (never copied into it).
 MOVIELENS_SRC = ROOT.parent / "shared" / "data" / "movielens-small"
-# Seed-ensemble test predictions of every model, for quality.py's paired intervals (git-ignored).
-PREDICTIONS = ROOT / "benchmarks" / ".data" / "peers_predictions"
 
 
 # ---- data -----------------------------------------------------------------------------------
@@ -268,34 +271,6 @@ def bench_dataset(name: str, python: Path, workdir: Path, seeds: int, epochs: in
     return rows, paired
 
 
-def predictions_dir(name: str, overrides: tuple[str, ...] | list[str],
-                    root: Path | None = None) -> Path:
-    """Where ``bench_dataset`` keeps the test predictions of dataset ``name`` (and runs with
-    these ``--set`` overrides) for ``benchmarks/quality.py`` to pair its rows with: under
-    ``root``, ``PREDICTIONS`` by default."""
-    from benchmarks.quality import overrides_key
-
-    return (PREDICTIONS if root is None else root) / f"{name}{overrides_key(list(overrides))}"
-
-
-def save_predictions(out: Path, test: dict[str, np.ndarray], probs: dict[str, list[np.ndarray]],
-                     rows: list[dict[str, Any]], name: str, best: str | None) -> None:
-    """One Parquet file per model: ``row_id``, ``user_key``, ``y`` and ``p`` (its seed
-    ensemble: mean logit), plus ``index.json`` (model → file, seeds, mean validation GAUC, and
-    which FuxiCTR model is best on validation)."""
-    out.mkdir(parents=True, exist_ok=True)
-    index: dict[str, Any] = {"best_fuxictr_on_valid": best, "models": {}}
-    for i, (model, per_seed) in enumerate(probs.items()):
-        file = f"model_{i}.parquet"
-        pl.DataFrame({"row_id": test["row_id"], "user_key": test["user_key"], "y": test["y"],
-                      "p": seed_ensemble(per_seed)}).write_parquet(out / file)
-        valid = [r["valid_gauc"] for r in rows
-                 if r["dataset"] == name and r["model"] == model and r.get("valid_gauc") is not None]
-        index["models"][model] = {"file": file, "seeds": len(per_seed),
-                                  "valid_gauc": statistics.fmean(valid) if valid else None}
-    (out / "index.json").write_text(json.dumps(index, indent=2))
-
-
 def parse_models(text: str) -> tuple[str, ...]:
     """``--models``: comma-separated FuxiCTR model names, in the order given."""
     models = tuple(m.strip() for m in text.split(",") if m.strip())
@@ -418,7 +393,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.output is not None:
             path = write_output(args.output, rows, targets, cmd, extra)
         else:
-            from benchmarks.quality import overrides_key
+            from benchmarks.quality_runs import overrides_key
 
             path = write_results(f"peers{overrides_key(args.overrides)}", rows, targets, cmd,
                                  extra=extra)

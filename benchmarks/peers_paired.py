@@ -5,17 +5,26 @@ seeds (picking it on test would flatter it). Each side's seeds are pooled into a
 (mean logit, as ``benchmarks/quality.py`` does for its "paired" rows), and the two ensembles are
 compared on the same test rows by ``recsys.selection_stats.paired_bootstrap``: users resampled
 with replacement, so the interval is the test split's share of the noise (which users it
-happened to hold), not the training seeds' (the table's min..max shows those).
+happened to hold), not the training seeds' (the table's min..max shows those). Each model's
+ensemble is also kept on disk (``save_predictions``) for ``benchmarks/quality.py`` to pair EM3
+with the best FuxiCTR model.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
+
+from benchmarks.quality_runs import overrides_key
 
 KINDS = ("auc", "gauc", "logloss")
+# Seed-ensemble test predictions of every model, for quality.py's paired intervals (git-ignored).
+PREDICTIONS = Path(__file__).resolve().parent / ".data" / "peers_predictions"
 
 
 def seed_ensemble(probs: list[np.ndarray]) -> np.ndarray:
@@ -60,3 +69,29 @@ def paired_interval(label: str, y: np.ndarray, users: np.ndarray, ours: list[np.
                      else getattr(res, k)
                      for k in ("gain", "ci_low", "ci_high", "p_value", "users", "rows")}
     return out
+
+
+def predictions_dir(name: str, overrides: tuple[str, ...] | list[str],
+                    root: Path | None = None) -> Path:
+    """Where ``bench_dataset`` keeps the test predictions of dataset ``name`` (and runs with
+    these ``--set`` overrides) for ``benchmarks/quality.py`` to pair its rows with: under
+    ``root``, ``PREDICTIONS`` by default."""
+    return (PREDICTIONS if root is None else root) / f"{name}{overrides_key(list(overrides))}"
+
+
+def save_predictions(out: Path, test: dict[str, np.ndarray], probs: dict[str, list[np.ndarray]],
+                     rows: list[dict[str, Any]], name: str, best: str | None) -> None:
+    """One Parquet file per model: ``row_id``, ``user_key``, ``y`` and ``p`` (its seed
+    ensemble: mean logit), plus ``index.json`` (model → file, seeds, mean validation GAUC, and
+    which FuxiCTR model is best on validation)."""
+    out.mkdir(parents=True, exist_ok=True)
+    index: dict[str, Any] = {"best_fuxictr_on_valid": best, "models": {}}
+    for i, (model, per_seed) in enumerate(probs.items()):
+        file = f"model_{i}.parquet"
+        pl.DataFrame({"row_id": test["row_id"], "user_key": test["user_key"], "y": test["y"],
+                      "p": seed_ensemble(per_seed)}).write_parquet(out / file)
+        valid = [r["valid_gauc"] for r in rows
+                 if r["dataset"] == name and r["model"] == model and r.get("valid_gauc") is not None]
+        index["models"][model] = {"file": file, "seeds": len(per_seed),
+                                  "valid_gauc": statistics.fmean(valid) if valid else None}
+    (out / "index.json").write_text(json.dumps(index, indent=2))

@@ -10,7 +10,7 @@ from typing import Any
 
 from benchmarks.common import RESULTS_DIR, print_table, target, write_results
 from benchmarks.peers_paired import best_on_valid
-from benchmarks.quality import PRETRAINED, SELECTED, target_key
+from benchmarks.quality_runs import PRETRAINED, SELECTED, target_key
 
 OURS = "ours: id_only (DIN + DCNv2, TorchRec)"
 OURS_NO_RETENTION = "ours: id_only, retention_heads=false (ablation)"

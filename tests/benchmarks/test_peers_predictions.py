@@ -7,8 +7,7 @@ import json
 import numpy as np
 import polars as pl
 
-from benchmarks.peers import predictions_dir, save_predictions
-from benchmarks.peers_paired import seed_ensemble
+from benchmarks.peers_paired import predictions_dir, save_predictions, seed_ensemble
 
 
 def test_each_model_is_kept_as_its_seed_ensemble_with_its_validation_gauc(tmp_path):
