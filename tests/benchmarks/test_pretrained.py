@@ -6,7 +6,6 @@ the real ``pip download`` from a local folder, so the whole path runs without a 
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import torch
 from benchmarks import pretrained
 from multimodal.encoders import load_text_encoder
 from multimodal.preprocess import tiny_tokenizer
+from tests.benchmarks.wheel_fixtures import build_wheel
 
 PACKAGE, VERSION = "toy-packaged-bert", "0.1.0"
 MODULE = PACKAGE.replace("-", "_")
@@ -23,19 +23,10 @@ MODULE = PACKAGE.replace("-", "_")
 
 def _build_wheel(folder: Path, model_dir: Path) -> Path:
     """A pure-Python wheel whose package carries ``model_dir`` as ``<module>/model/``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    wheel = folder / f"{MODULE}-{VERSION}-py3-none-any.whl"
-    info = f"{MODULE}-{VERSION}.dist-info"
-    with zipfile.ZipFile(wheel, "w") as zf:
-        zf.writestr(f"{MODULE}/__init__.py", "")
-        for f in sorted(model_dir.rglob("*")):
-            if f.is_file():
-                zf.write(f, f"{MODULE}/model/{f.relative_to(model_dir)}")
-        zf.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {PACKAGE}\nVersion: {VERSION}\n")
-        zf.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
-                                     "Tag: py3-none-any\n")
-        zf.writestr(f"{info}/RECORD", "")
-    return wheel
+    files: dict[str, Path | str] = {f"{MODULE}/__init__.py": ""}
+    files |= {f"{MODULE}/model/{f.relative_to(model_dir)}": f
+              for f in sorted(model_dir.rglob("*")) if f.is_file()}
+    return build_wheel(folder, PACKAGE, VERSION, files)
 
 
 @pytest.fixture(scope="module")

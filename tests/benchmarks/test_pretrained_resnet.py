@@ -10,7 +10,6 @@ reference exactly.
 from __future__ import annotations
 
 import sys
-import zipfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,28 +20,11 @@ from benchmarks import pretrained
 from benchmarks.resnet_convert import ConversionError, convert_torchvision_resnet, hf_key
 from multimodal.encoders import load_vision_encoder
 from tests.benchmarks.torchvision_resnet import TorchvisionResNet, randomised
+from tests.benchmarks.wheel_fixtures import build_wheel
 
 PACKAGE, VERSION = "toy-imgsim", "0.1.2"
 MODULE = PACKAGE.replace("-", "_")
 DEPTHS, WIDTHS, STEM, HEAD = [2, 1, 2, 1], [16, 16, 32, 32], 8, 6
-
-
-def _build_wheel(folder: Path, files: dict[str, Path | str]) -> Path:
-    """A pure-Python wheel holding ``files`` (archive name → file or text)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    wheel = folder / f"{MODULE}-{VERSION}-py3-none-any.whl"
-    info = f"{MODULE}-{VERSION}.dist-info"
-    with zipfile.ZipFile(wheel, "w") as zf:
-        for name, content in files.items():
-            if isinstance(content, Path):
-                zf.write(content, name)
-            else:
-                zf.writestr(name, content)
-        zf.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {PACKAGE}\nVersion: {VERSION}\n")
-        zf.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
-                                     "Tag: py3-none-any\n")
-        zf.writestr(f"{info}/RECORD", "")
-    return wheel
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +35,7 @@ def served(tmp_path_factory) -> tuple[TorchvisionResNet, Path, pretrained.Packag
     reference = randomised(TorchvisionResNet(DEPTHS, WIDTHS, stem=STEM, head=HEAD))
     pth = root / "model.pth"
     torch.save({f"module.pre.{k}": v for k, v in reference.state_dict().items()}, pth)
-    wheel = _build_wheel(root / "links", {f"{MODULE}/__init__.py": "",
+    wheel = build_wheel(root / "links", PACKAGE, VERSION, {f"{MODULE}/__init__.py": "",
                                           f"{MODULE}/imgsim.py": "import torchvision\n",
                                           f"{MODULE}/model.pth": pth})
     pins = replace(pretrained.ENCODERS["resnet50"], package=PACKAGE, version=VERSION,
