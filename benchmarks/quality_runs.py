@@ -5,6 +5,7 @@ reused run (or a recorded row) was trained on exactly the data prepared now.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import statistics
@@ -123,6 +124,15 @@ def target_key(row: str) -> str:
     return run_stem(row).replace("+", "_")
 
 
+@functools.cache
+def prepared_fingerprint(data: Path) -> str:
+    """The fingerprint of a dataset ``dataset_dir`` has prepared in this process, hashed once
+    (every run and row of it is checked against it)."""
+    from data.dataset import dataset_fingerprint
+
+    return dataset_fingerprint(data)
+
+
 def still_current(row: dict, data: Path | None, overrides: list[str]) -> bool:
     """Whether a recorded row may stay in the results: its dataset was not prepared in this
     invocation (``data`` None: kept as recorded), or every seed's run is here and was trained
@@ -130,9 +140,7 @@ def still_current(row: dict, data: Path | None, overrides: list[str]) -> bool:
     beside rows of the current data."""
     if data is None or row["preset"] in (SELECTED, PRIOR_ALONE):
         return True
-    from data.dataset import dataset_fingerprint
-
-    current = dataset_fingerprint(data)
+    current = prepared_fingerprint(data)
     runs = sorted(runs_root(row["dataset"], overrides).glob(f"{run_stem(row['preset'])}-s*"))
     runs = [r for r in runs if r.name.rsplit("-s", 1)[1].isdigit() and (r / "run.json").is_file()]
     fresh = len(runs) >= row["seeds"] and all(
@@ -149,12 +157,10 @@ def set_aside_if_stale(run_dir: Path, data: Path) -> Path | None:
     started) on other data than ``data``; returns where it went, None when it stays."""
     import shutil
 
-    from data.dataset import dataset_fingerprint
-
     if not (run_dir / "run.json").is_file():
         return None
     trained_on = (json.loads((run_dir / "run.json").read_text()).get("dataset") or {}).get("fingerprint")
-    if trained_on == dataset_fingerprint(data):
+    if trained_on == prepared_fingerprint(data):
         return None
     stale = run_dir.with_name(f"{run_dir.name}.stale-{trained_on}")
     print(f"{run_dir.name}: trained on other data ({trained_on}); moved to {stale.name}")

