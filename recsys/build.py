@@ -9,9 +9,9 @@ evaluation must share to score rows identically (threads, autocast).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
+from torchrec.distributed.model_parallel import DistributedModelParallel
 
 from data.batch import FeatureLayout
 from multimodal.content import HasTokens
@@ -27,19 +27,16 @@ from recsys.rundir import CHECKPOINTS_DIR
 BEST = "best"  # checkpoints/best: the weights of the best validation epoch
 
 
-class BuiltModel(NamedTuple):
-    """``em3``: the module (its loss, parameter groups and ranking model); ``model``: the same
-    module wrapped by ``DistributedModelParallel`` (what runs forward and holds the fused
-    sparse optimizer)."""
-
-    em3: EM3Model
-    model: torch.nn.Module
-
-
 def build_model(cfg: TrainConfig, layout: FeatureLayout, tokens: HasTokens | None, env: DistEnv,
-                checkpoint: Path | None = None, print_plan: bool = False) -> BuiltModel:
+                checkpoint: Path | None = None,
+                print_plan: bool = False) -> DistributedModelParallel:
     """Builds the EM3 model on ``meta``, shards it for ``env`` and, when given, loads
     ``checkpoint`` (resharding to this world).
+
+    Returns:
+        The ``EM3Model`` wrapped by ``DistributedModelParallel``: what runs forward (and the
+        loss, ``with_loss=True``) and holds the fused sparse optimizer. ``em3_of`` reaches
+        the module inside for its parameter groups and ranking model.
 
     Raises:
         UsageError: a ``ranking`` setting this device or world cannot run.
@@ -51,7 +48,16 @@ def build_model(cfg: TrainConfig, layout: FeatureLayout, tokens: HasTokens | Non
         raise UsageError(f"ranking: {err}") from err
     if checkpoint is not None:
         load_checkpoint(checkpoint, model)
-    return BuiltModel(em3, model)
+    return model
+
+
+def em3_of(model: torch.nn.Module) -> EM3Model:
+    """The ``EM3Model`` inside ``model`` (a ``build_model`` result, whose tables DMP sharded in
+    place), or ``model`` itself when it is one."""
+    inner = model.module if isinstance(model, DistributedModelParallel) else model
+    if not isinstance(inner, EM3Model):
+        raise TypeError(f"expected an EM3Model, or one wrapped by DMP; got {type(inner).__name__}")
+    return inner
 
 
 def best_checkpoint(run_dir: Path) -> Path | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from data.prepare import PrepareConfig
 from ranking.config import RankingConfig
@@ -17,10 +17,10 @@ from recsys.config_io import (
     config_from_dict,
     config_to_dict,
     flatten,
-    load_config,
     read_toml,
     to_toml,
 )
+from recsys.errors import UsageError
 
 
 def _min(value: float) -> dict:
@@ -228,26 +228,60 @@ class TrainConfig:
         return RankingConfig.from_dict(d)
 
 
+# The version of the config.toml that ``train_config_toml`` writes (its ``schema`` key). Add a
+# setting whose default does not reproduce how earlier runs trained: bump it and give
+# ``_MIGRATIONS`` the step from the previous version, so every saved run still loads as it was
+# trained.
+CONFIG_SCHEMA = 2
+
+
+def _schema_1_to_2(raw: dict[str, Any]) -> dict[str, Any]:
+    """Schema 1 (files with no ``schema`` key, written before it existed) may lack settings
+    added since; each gets the value that reproduces how such a run trained."""
+    for (section, key), value in {("ranking", "prior_offset"): False,
+                                  ("data", "item_prior_rate"): False,
+                                  ("ranking", "detach_history_ids"): False}.items():
+        raw.setdefault(section, {}).setdefault(key, value)
+    return raw
+
+
+_MIGRATIONS = {1: _schema_1_to_2}
+
+
+def migrate_config(raw: dict[str, Any], unversioned: int, source: str | Path) -> dict[str, Any]:
+    """``raw`` (a read TOML, its ``schema`` key removed) brought to ``CONFIG_SCHEMA``.
+
+    Args:
+        unversioned: the schema a file without a ``schema`` key has: 1 for a saved run's
+            config.toml (written before versions), ``CONFIG_SCHEMA`` for a preset or a
+            config a user wrote (its missing settings take today's defaults).
+        source: named in errors.
+
+    Raises:
+        UsageError: an unknown or newer schema.
+    """
+    version = raw.pop("schema", unversioned)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise UsageError(f"config {source}: schema must be a positive integer, got {version!r}")
+    if version > CONFIG_SCHEMA:
+        raise UsageError(f"config {source}: schema {version} was written by a newer recsys "
+                         f"(this one reads up to {CONFIG_SCHEMA}); upgrade recsys to use it")
+    while version < CONFIG_SCHEMA:
+        raw = _MIGRATIONS[version](raw)
+        version += 1
+    return raw
+
+
 def load_train_config(source: str | Path, overrides: list[str] | None = None) -> TrainConfig:
     """A preset name (``em3``, ``id_only``, ...) or a TOML path, with ``key=value`` overrides."""
-    return load_config(TrainConfig, source, overrides)
-
-
-# Settings added after runs had been saved, with the value that reproduces how such a run
-# trained (its config.toml has no key for them; today's default may differ).
-_BEFORE_SETTING_EXISTED = {("ranking", "prior_offset"): "false",
-                           ("data", "item_prior_rate"): "false",
-                           ("ranking", "detach_history_ids"): "false"}
+    raw = migrate_config(read_toml(source), CONFIG_SCHEMA, source)
+    return config_from_dict(TrainConfig, apply_overrides(raw, overrides or []))
 
 
 def load_run_config(path: str | Path) -> TrainConfig:
-    """A saved run's ``config.toml``: a setting the file has no key for (the run predates it)
-    takes the value the run was trained with, not today's default."""
-    saved = read_toml(path)
-    missing = [f"{section}.{key}={value}"
-               for (section, key), value in _BEFORE_SETTING_EXISTED.items()
-               if key not in saved.get(section, {})]
-    return config_from_dict(TrainConfig, apply_overrides(saved, missing))
+    """A saved run's ``config.toml``, migrated to today's schema: a setting added after the
+    run was trained takes the value the run was trained with, not today's default."""
+    return config_from_dict(TrainConfig, migrate_config(read_toml(path), 1, path))
 
 
 # What a resumed run may change: where things are and how fast they run, and how long it
@@ -267,4 +301,5 @@ def resume_differences(saved: TrainConfig, given: TrainConfig) -> list[str]:
 
 
 def train_config_toml(cfg: TrainConfig) -> str:
-    return to_toml(config_to_dict(cfg))
+    """``cfg`` as the TOML a run keeps (``config.toml``), versioned by ``CONFIG_SCHEMA``."""
+    return to_toml({"schema": CONFIG_SCHEMA, **config_to_dict(cfg)})

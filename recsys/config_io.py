@@ -169,11 +169,6 @@ def config_from_dict(cls: type[T], raw: dict[str, Any]) -> T:
     return cfg
 
 
-def load_config(cls: type[T], source: str | Path, overrides: list[str] | None = None) -> T:
-    """Loads a preset name or TOML file into ``cls``, applying ``key=value`` overrides."""
-    return config_from_dict(cls, apply_overrides(read_toml(source), overrides or []))
-
-
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` → ``{"a.b": 1}``."""
     out: dict[str, Any] = {}

@@ -78,7 +78,7 @@ def _score_and_write(run: Path, data_dir: str | Path, split: str, out: Path, che
                          f"run {dict(want.pooled)} / {want.dense} / {want.labels}, data "
                          f"{dict(have.pooled)} / {have.dense} / {have.labels}")
     tokens = load_item_tokens(cfg, dataset, env, progress=progress) if cfg.content.enabled else None
-    model = build_model(cfg, prepared.layout, tokens, env, checkpoint).model
+    model = build_model(cfg, prepared.layout, tokens, env, checkpoint)
     start = time.perf_counter()
     probs, rate = score_split(model, prepared, split, cfg.train.eval_batch_size, env.device,
                               env.rank, env.world_size, progress=progress and env.is_main)

@@ -34,12 +34,18 @@ class EM3Output(NamedTuple):
         target_item_emb: B x D target item ID embedding.
         target_content: B x d target content embedding, or None for the ID-only model.
         hist_content: B x L x d history content embeddings, or None without a sequence path.
+        loss: the scalar training loss (``EM3Model.loss``), only when ``forward`` was asked
+            for it (``with_loss=True``); else None.
+        loss_parts: its parts as floats (``bce_<head>``, ``cic``, ``interest``, ``loss``),
+            with ``loss``; else None.
     """
 
     logits: dict[str, torch.Tensor]
     target_item_emb: torch.Tensor
     target_content: torch.Tensor | None
     hist_content: torch.Tensor | None = None
+    loss: torch.Tensor | None = None
+    loss_parts: dict[str, float] | None = None
 
 
 def qformer_config(cfg: TrainConfig, tokens: HasTokens) -> QFormerConfig:
@@ -91,7 +97,14 @@ class EM3Model(nn.Module):
             self.interest = InterestContrastive(cfg.content.hidden, proj_dim=cfg.interest.proj_dim,
                                                 temperature=cfg.interest.temperature)
 
-    def forward(self, batch: Batch) -> EM3Output:
+    def forward(self, batch: Batch, with_loss: bool = False,
+                interest_scale: float = 1.0) -> EM3Output:
+        """Scores ``batch``; with ``with_loss`` also its training loss (``loss``, whose
+        ``interest_scale`` is the interest term's warm-up factor).
+
+        The loss is computed here, inside the module that ``DistributedModelParallel`` wraps,
+        so that the whole training step (CIC and interest projections included) runs through
+        the one wrapped module, as TorchRec's own train modules do."""
         target_content = hist_content = None
         if self.content is not None:
             if self.seq_mode == "none":
@@ -99,15 +112,20 @@ class EM3Model(nn.Module):
             else:
                 target_content, hist_content = self.content(
                     batch.target_item_rows, batch.hist_item_rows, batch.hist_mask)
-        out = self.ranking(batch, target_content, hist_content)
-        return EM3Output(out.logits, out.target_item_emb, target_content, hist_content)
+        ranked = self.ranking(batch, target_content, hist_content)
+        out = EM3Output(ranked.logits, ranked.target_item_emb, target_content, hist_content)
+        if not with_loss:
+            return out
+        loss, parts = self.loss(out, batch, interest_scale)
+        return out._replace(loss=loss, loss_parts=parts)
 
     def loss(self, out: EM3Output, batch: Batch,
              interest_scale: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
         """Σ BCE over label heads + retention_weight · Σ BCE over retention heads (masked where
         censored) + λ · CIC + interest_scale · interest.weight · interest. Returns (total,
         parts); ``parts["interest"]`` is the unscaled loss. ``interest_scale`` in [0, 1] is the
-        warm-up ramp (``Trainer.interest_scale``)."""
+        warm-up ramp (``Trainer.interest_scale``). ``forward(batch, with_loss=True)`` is how
+        training calls it."""
         weights = {h: self.cfg.loss.retention_weight for h in self.ranking.layout.retention_labels}
         total, per_head = multitask_bce(out.logits, batch.labels, batch.label_masks, weights)
         parts = {f"bce_{k}": float(v) for k, v in per_head.items()}

@@ -29,7 +29,7 @@ from ranking.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoi
 from ranking.dist import DistEnv, process_group
 from ranking.optim import dense_optimizer, dense_parameters
 from recsys import rundir
-from recsys.build import BEST, apply_threads, autocast, build_model
+from recsys.build import BEST, apply_threads, autocast, build_model, em3_of
 from recsys.config import TrainConfig, load_run_config, resume_differences, train_config_toml
 from recsys.content_setup import load_item_tokens
 from recsys.errors import UsageError
@@ -73,23 +73,30 @@ def _set_rng_state(s: dict[str, Any]) -> None:
     torch.set_rng_state(s["torch"])
 
 
-def build_optimizer(model: torch.nn.Module, em3: EM3Model, cfg: TrainConfig,
+# The dense optimizer's parameter groups, by name (each has its own learning rate).
+DENSE_GROUPS = ("ranking", "qformer", "adapters")
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig,
                     fused: bool = True) -> CombinedOptimizer:
     """Fused sparse optimizer (from DMP) + one ``ranking.dense_optimizer`` (AdamW by default)
-    over the dense groups, each group with its own learning rate: ranking tower and CIC,
-    Q-Former base weights, LoRA adapters.
+    over the dense groups ``DENSE_GROUPS``, each group with its own learning rate: ranking
+    tower and CIC, Q-Former base weights, LoRA adapters.
+
+    ``model``: a ``build_model`` result, or a plain ``EM3Model`` (then every parameter,
+    tables included, is dense).
 
     ``fused=False`` keeps the dense AdamW on PyTorch's per-parameter implementation (the
     comparison in ``benchmarks/train_step.py``); otherwise it is fused where it can be."""
     dense = dense_parameters(model)
-    groups = em3.content_param_groups()
+    groups = em3_of(model).content_param_groups()
     qformer_ids = {id(p) for p in groups["qformer"]}
     adapter_ids = {id(p) for p in groups["adapters"]}
     lrs = {"ranking": cfg.ranking.dense_lr, "qformer": cfg.optim.qformer_lr,
            "adapters": cfg.optim.adapter_lr}
 
     def factory(params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
-        by_group: dict[str, list[torch.nn.Parameter]] = {"ranking": [], "qformer": [], "adapters": []}
+        by_group: dict[str, list[torch.nn.Parameter]] = {k: [] for k in DENSE_GROUPS}
         for p in params:
             key = "qformer" if id(p) in qformer_ids else "adapters" if id(p) in adapter_ids else "ranking"
             by_group[key].append(p)
@@ -101,6 +108,14 @@ def build_optimizer(model: torch.nn.Module, em3: EM3Model, cfg: TrainConfig,
     parts = [("sparse", model.fused_optimizer)] if hasattr(model, "fused_optimizer") else []
     parts.append(("dense", KeyedOptimizerWrapper(dense, factory)))
     return CombinedOptimizer(parts)
+
+
+def clip_dense_gradients(optimizer: CombinedOptimizer, max_norm: float) -> None:
+    """Clips the joint gradient norm of the ``DENSE_GROUPS`` parameters to ``max_norm``
+    (sparse tables are updated inside backward and never hold a ``.grad``)."""
+    params = [p for group in optimizer.param_groups if group.get("name") in DENSE_GROUPS
+              for p in group["params"] if p.grad is not None]
+    torch.nn.utils.clip_grad_norm_(params, max_norm)
 
 
 def _score(metrics: dict[str, Any], label: str, name: str) -> float | None:
@@ -125,8 +140,7 @@ class Trainer:
         tokens = load_item_tokens(cfg, self.dataset, env, progress=self.progress) \
             if cfg.content.enabled else None
         seed_everything(cfg.train.seed)
-        self.em3, self.model = build_model(cfg, self.prepared.layout, tokens, env,
-                                           print_plan=self.progress)
+        self.model = build_model(cfg, self.prepared.layout, tokens, env, print_plan=self.progress)
         try:
             compiled, why = use_compile(cfg.train.compile, env.device)
         except ValueError as err:
@@ -137,7 +151,7 @@ class Trainer:
             print(why, flush=True)
             print(f"dense tower precision: {self.dense_precision} (ranking.cpu_precision = "
                   f"\"{self.em3.ranking.config.cpu_precision}\")", flush=True)
-        self.optimizer = build_optimizer(self.model, self.em3, cfg)
+        self.optimizer = build_optimizer(self.model, cfg)
         self.loader = BatchLoader(self.prepared, "train", cfg.train.batch_size, shuffle=True,
                                   seed=cfg.train.seed, rank=env.rank, world_size=env.world_size,
                                   drop_last=env.world_size > 1)
@@ -162,6 +176,11 @@ class Trainer:
         if self.interest_warmup_steps == 0:
             return 1.0
         return min(1.0, (step + 1) / self.interest_warmup_steps)
+
+    @property
+    def em3(self) -> EM3Model:
+        """The module inside the wrapped ``model`` (its ranking model and parameter groups)."""
+        return em3_of(self.model)
 
     @property
     def dense_precision(self) -> str:
@@ -196,15 +215,14 @@ class Trainer:
     # ---- the loop ----------------------------------------------------------------------------
     def train_step(self, batch) -> dict[str, float]:
         with autocast(self.env.device):
-            out = self.model(batch)
-            loss, parts = self.em3.loss(out, batch, self.interest_scale(self.state.step))
+            out = self.model(batch, with_loss=True,
+                             interest_scale=self.interest_scale(self.state.step))
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        out.loss.backward()
         if self.cfg.optim.grad_clip > 0:
-            dense = [p for p in self.optimizer.optimizers[-1][1].params.values() if p.grad is not None]
-            torch.nn.utils.clip_grad_norm_(dense, self.cfg.optim.grad_clip)
+            clip_dense_gradients(self.optimizer, self.cfg.optim.grad_clip)
         self.optimizer.step()
-        return parts
+        return out.loss_parts
 
     def run_epoch(self) -> tuple[dict[str, float], float]:
         """Trains the rest of the current epoch; returns (mean of each loss part, global

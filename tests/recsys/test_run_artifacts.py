@@ -31,25 +31,3 @@ def test_data_state_round_trip_and_runs_from_before_the_prior_rate(tmp_path):
     old = prepare(dataset, PrepareConfig(**{**prep, "fractions": tuple(prep["fractions"])}),
                   vocabs=vocabs)
     assert old.layout == layout and "prior_rate" not in layout.pooled
-
-
-def test_a_run_config_from_before_the_prior_offset_loads_without_it(tmp_path):
-    from recsys.config import load_run_config, load_train_config, train_config_toml
-
-    saved = train_config_toml(load_train_config("em3"))
-    assert "prior_offset = true" in saved  # today's default, written out with every run
-    new = tmp_path / "new.toml"
-    new.write_text(saved)
-    assert load_run_config(new).ranking.prior_offset is True
-    # A config.toml saved before the setting existed has no key: that run trained without it.
-    old = tmp_path / "old.toml"
-    old.write_text(saved.replace("prior_offset = true\n", ""))
-    assert load_run_config(old).ranking.prior_offset is False
-    assert load_train_config(old).ranking.prior_offset is True  # a plain config: the default
-    # Likewise the item prior rate.
-    assert "item_prior_rate = true" in saved
-    old.write_text(saved.replace("item_prior_rate = true\n", ""))
-    assert load_run_config(old).data.item_prior_rate is False
-    assert load_run_config(new).data.item_prior_rate is True
-    old.write_text(saved.replace("detach_history_ids = true\n", ""))
-    assert load_run_config(old).ranking.detach_history_ids is False

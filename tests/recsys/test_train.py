@@ -169,7 +169,7 @@ def test_id_only_trains_the_unknown_item_vector_and_em3_leaves_it_at_zero(world)
 def test_dense_optimizer_is_fused_with_a_learning_rate_per_group(world):
     model, _ = _content_model(world, "optim.qformer_lr=0.004", "optim.adapter_lr=0.003",
                               "ranking.dense_lr=0.002")
-    dense = build_optimizer(model, model, model.cfg).optimizers[-1][1]._optimizer
+    dense = build_optimizer(model, model.cfg).optimizers[-1][1]._optimizer
     assert isinstance(dense, torch.optim.AdamW) and dense.defaults["fused"] is True  # the default
     lrs = {g["name"]: g["lr"] for g in dense.param_groups}
     assert lrs == {"ranking": 0.002, "qformer": 0.004, "adapters": 0.003}
@@ -177,11 +177,11 @@ def test_dense_optimizer_is_fused_with_a_learning_rate_per_group(world):
     by_name = {g["name"]: {id(p) for p in g["params"]} for g in dense.param_groups}
     assert by_name["adapters"] == {id(p) for p in groups["adapters"]}
     assert by_name["qformer"] == {id(p) for p in groups["qformer"]}
-    plain = build_optimizer(model, model, model.cfg, fused=False).optimizers[-1][1]._optimizer
+    plain = build_optimizer(model, model.cfg, fused=False).optimizers[-1][1]._optimizer
     assert not plain.defaults["fused"]
     # ranking.dense_optimizer and optim.weight_decay take effect on every group.
     sgd, _ = _content_model(world, 'ranking.dense_optimizer="sgd"', "optim.weight_decay=0.01")
-    dense = build_optimizer(sgd, sgd, sgd.cfg).optimizers[-1][1]._optimizer
+    dense = build_optimizer(sgd, sgd.cfg).optimizers[-1][1]._optimizer
     assert isinstance(dense, torch.optim.SGD)
     assert {g["name"]: g["weight_decay"] for g in dense.param_groups} == {
         "ranking": 0.01, "qformer": 0.01, "adapters": 0.01}
