@@ -327,10 +327,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-write", action="store_true", help="print only, leave results alone")
     ap.add_argument("--collect-only", action="store_true",
                     help="train nothing: recompute the means and targets of the recorded "
-                         "results/peers.json (e.g. after quality.json changed the em3 rows)")
+                         "results/peers.json, or with --set of results/peers-set-<hash>.json (e.g. after "
+                         "quality.json changed the em3 rows)")
     args = ap.parse_args(argv)
     if args.collect_only:
-        recollect()
+        recollect(args.overrides)
         return
 
     from recsys.config import load_train_config
@@ -365,7 +366,9 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if tmp is not None:
             tmp.cleanup()
-    means, targets = summarise(rows)
+    from benchmarks.quality_runs import overrides_key
+
+    means, targets = summarise(rows, f"quality{overrides_key(args.overrides)}")
     print()
     print_table(rows, COLUMNS[:2] + ["seed"] + COLUMNS[2:] + ["epochs"])
     print(f"\nmeans over {args.seeds} seed(s):")
@@ -393,8 +396,6 @@ def main(argv: list[str] | None = None) -> None:
         if args.output is not None:
             path = write_output(args.output, rows, targets, cmd, extra)
         else:
-            from benchmarks.quality_runs import overrides_key
-
             path = write_results(f"peers{overrides_key(args.overrides)}", rows, targets, cmd,
                                  extra=extra)
         print(f"wrote {path}")

@@ -48,9 +48,10 @@ def best_peer_targets(rows: list[dict[str, Any]], dataset: str) -> list[dict[str
     return out
 
 
-def targets_for(rows: list[dict[str, Any]], dataset: str) -> list[dict[str, Any]]:
+def targets_for(rows: list[dict[str, Any]], dataset: str,
+                quality: str = "quality") -> list[dict[str, Any]]:
     """The issue's targets, means over seeds: ``id_only`` as shipped against FuxiCTR's DIN,
-    ``em3`` (and its ``PRETRAINED`` rows) against both (from ``results/quality.json``, see
+    ``em3`` (and its ``PRETRAINED`` rows) against both (from ``results/<quality>.json``, see
     ``em3_reference``), and ``id_only`` against the best FuxiCTR model (``best_peer_targets``).
     The DIN targets are left out of a run without DIN (``--models``)."""
     peer = next((r["model"] for r in rows if r["dataset"] == dataset
@@ -68,7 +69,7 @@ def targets_for(rows: list[dict[str, Any]], dataset: str) -> list[dict[str, Any]
            target(f"train_samples_per_s_ratio_id_only_over_fuxictr_din_{dataset}", speedup,
                   ">=", SPEEDUP)]
     for preset in ("em3", *PRETRAINED):  # em3, and em3 with a pretrained text tower
-        ref = em3_reference(dataset, preset)
+        ref = em3_reference(dataset, preset, quality)
         if ref is None:
             continue
         for key, name in (("test_auc", "auc"), ("auc_cold_item", "auc_cold_item")):
@@ -78,15 +79,19 @@ def targets_for(rows: list[dict[str, Any]], dataset: str) -> list[dict[str, Any]
     return out + best_peer_targets(rows, dataset)
 
 
-def em3_reference(dataset: str, preset: str = "em3") -> dict[str, Any] | None:
-    """``preset``'s mean test AUC / cold-item AUC from ``results/quality.json`` (None if absent).
+def em3_reference(dataset: str, preset: str = "em3",
+                  quality: str = "quality") -> dict[str, Any] | None:
+    """``preset``'s mean test AUC / cold-item AUC from ``results/<quality>.json`` (None if
+    absent). ``quality`` names the results of the same ``--set`` overrides as the peers run
+    (``"quality" + quality_runs.overrides_key(overrides)``): rows of another split are never
+    compared.
 
     Those runs use the same preparation (split, vocabularies, behaviour sequences) as this
     benchmark, hence the same test rows; MovieLens there also has its posters, which only the
     EM3 presets read. Training them here again would add ~25 minutes on 2 cores for the same
     numbers.
     """
-    path = RESULTS_DIR / "quality.json"
+    path = RESULTS_DIR / f"{quality}.json"
     if not path.is_file():
         return None
     for r in json.loads(path.read_text())["rows"]:
@@ -121,29 +126,35 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def summarise(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(means per model and dataset, with the EM3 reference rows; targets per dataset)."""
+def summarise(rows: list[dict[str, Any]], quality: str = "quality"
+              ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(means per model and dataset, with the EM3 reference rows of ``results/<quality>.json``;
+    targets per dataset)."""
     means = summary(rows)
     targets: list[dict[str, Any]] = []
     for name in dict.fromkeys(r["dataset"] for r in rows):
-        targets += targets_for(rows, name)
+        targets += targets_for(rows, name, quality)
         for preset in ("em3", *REFERENCE_VARIANTS):
-            ref = em3_reference(name, preset)
+            ref = em3_reference(name, preset, quality)
             if ref is not None:  # a reference row: read from quality.json, not trained here
                 means.append({**ref, **dict.fromkeys(TRAINING_COLUMNS)})
     return means, targets
 
 
-def recollect() -> None:
-    """Recomputes the means and targets of the recorded ``results/peers.json`` (its rows and
-    paired intervals kept as recorded)."""
-    path = RESULTS_DIR / "peers.json"
+def recollect(overrides: list[str] | None = None) -> None:
+    """Recomputes the means and targets of the recorded ``results/peers.json`` (or of the
+    ``--set`` ``overrides``' ``peers-set-<hash>.json``), its rows and paired intervals kept as
+    recorded."""
+    from benchmarks.quality_runs import overrides_key
+
+    key = overrides_key(overrides or [])
+    path = RESULTS_DIR / f"peers{key}.json"
     recorded = json.loads(path.read_text())
-    means, targets = summarise(recorded["rows"])
+    means, targets = summarise(recorded["rows"], f"quality{key}")
     print_table(means, COLUMNS)
     print()
     print_table(targets)
     kept = {k: recorded[k] for k in ("paired",) if k in recorded}
-    write_results("peers", recorded["rows"], targets, recorded["command"],
+    write_results(f"peers{key}", recorded["rows"], targets, recorded["command"],
                   extra={"setup": recorded["setup"], "summary": means, **kept})
     print(f"rewrote {path.relative_to(RESULTS_DIR.parents[1])} (rows as recorded {recorded['date']})")

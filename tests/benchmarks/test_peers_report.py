@@ -88,3 +88,25 @@ def test_models_option() -> None:
     assert parse_models("DNN, DeepFM") == ("DNN", "DeepFM")
     with pytest.raises(Exception, match="unknown FuxiCTR model"):
         parse_models("xDeepFM")
+
+
+def test_em3_reference_rows_come_from_the_quality_results_of_the_same_overrides(
+        tmp_path, monkeypatch) -> None:
+    import json
+
+    import benchmarks.peers_report as report
+
+    def quality(auc: float) -> str:
+        return json.dumps({"rows": [{"dataset": "synth", "preset": "em3", "seeds": 3, "auc": auc,
+                                     "gauc": 0.6, "auc_cold_item": 0.7}]})
+
+    (tmp_path / "quality.json").write_text(quality(0.81))  # the default (time) split
+    (tmp_path / "quality-set-abc.json").write_text(quality(0.77))  # e.g. the user_time split
+    monkeypatch.setattr(report, "RESULTS_DIR", tmp_path)
+    assert report.em3_reference("synth")["test_auc"] == 0.81
+    assert report.em3_reference("synth", quality="quality-set-abc")["test_auc"] == 0.77
+    assert report.em3_reference("synth", quality="quality-set-none") is None
+    means, targets = report.summarise(ROWS, "quality-set-abc")
+    assert [m["test_auc"] for m in means if m["model"].startswith("ours: em3")] == [0.77]
+    em3_auc = next(t for t in targets if t["name"].startswith("em3_minus_best_of"))
+    assert em3_auc["value"] == pytest.approx(0.77 - 0.70)  # best of ours 0.70 and DIN 0.69
