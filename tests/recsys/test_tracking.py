@@ -1,4 +1,5 @@
-"""MLflow tracking of run directories against a real SQLite store in a temp dir (no mocks)."""
+"""MLflow tracking of run directories against a real SQLite store in a temp dir (no mocks), and
+of a training run whose store was unreachable."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ from mlflow import MlflowClient
 
 from recsys import rundir
 from recsys.commands import track_cmd
+from recsys.config import load_train_config
 from recsys.errors import UsageError
 from recsys.tracking import TrackingWarning, default_tracking_uri, track_run
+from recsys.train import train
 from tests.recsys.run_fixtures import fresh_store, make_run, truth_frame, with_predictions
+from tests.recsys.train_fixtures import TINY, run_recsys
 
 
 @pytest.fixture
@@ -148,3 +152,24 @@ def test_default_uri_is_sqlite_in_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert default_tracking_uri() == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+
+
+def test_unreachable_tracking_store_loses_nothing_and_syncs_later(world, tmp_path):
+    out = tmp_path / "run"
+    # Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
+    cfg = load_train_config("id_only", [*TINY, f'data.dir="{world}"', "train.epochs=1",
+                                        "tracking.enabled=true", 'tracking.uri="http://127.0.0.1:9"',
+                                        'tracking.model_name="ranker"'])
+    with pytest.warns(TrackingWarning):
+        metrics = train(cfg, out, progress=False)
+    assert json.loads((out / "metrics.json").read_text())["labels"] == metrics["labels"]
+    assert json.loads((out / "run.json").read_text())["tracking"]["synced"] is False
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = run_recsys("track", "sync", str(out), "--tracking-uri", uri, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    tracking = json.loads((out / "run.json").read_text())["tracking"]
+    assert tracking["synced"] is True
+    logged = MlflowClient(uri).get_run(tracking["run_id"]).data.metrics
+    assert logged["test.labels.click.auc"] == pytest.approx(metrics["labels"]["click"]["auc"])
+    assert MlflowClient(uri).get_model_version("ranker", tracking["model_version"]).status == "READY"

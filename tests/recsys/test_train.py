@@ -1,39 +1,21 @@
-"""EM3 end-to-end training: learning, CIC, kill-and-resume, two processes, evaluation."""
+"""The training loop (recsys/train.py): em3 learns and writes a complete run, the interest
+warm-up, the optimizer groups, kill-and-resume, refused resumes, two processes."""
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
-from data.dataset import load_dataset
-from data.loader import BatchLoader
-from data.prepare import Prepared, prepare
 from ranking.config import native_cpu_bf16
 from recsys.config import load_train_config
-from recsys.model import EM3Model
-from recsys.train import build_optimizer, train
-from tests.recsys.train_fixtures import REPO, TINY, make_world, recsys_cmd, run_recsys, set_args
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Path:
-    return make_world(tmp_path_factory.mktemp("train"))
-
-
-@pytest.fixture(scope="module")
-def em3_run(world: Path, tmp_path_factory) -> tuple[Path, dict]:
-    out = tmp_path_factory.mktemp("runs") / "em3"
-    cfg = load_train_config("em3", [*TINY, f'data.dir="{world}"'])
-    metrics = train(cfg, out, preset="em3", progress=False)
-    return out, metrics
+from recsys.train import build_optimizer
+from tests.recsys.train_fixtures import REPO, TINY, content_model, recsys_cmd, run_recsys, set_args
 
 
 def test_em3_learns_and_writes_a_complete_run(em3_run):
@@ -59,70 +41,6 @@ def test_em3_learns_and_writes_a_complete_run(em3_run):
     assert meta["dense_tower_precision"] == "float32"  # a model with content: float32
 
 
-def _content_model(world, *overrides: str) -> tuple[EM3Model, Prepared]:
-    """An em3 model over the world's tiny token cache (built here), and the prepared data."""
-    from multimodal.token_cache import build_token_cache
-    from recsys.content_setup import TokenCache
-
-    cfg = load_train_config("em3", [*TINY, f'data.dir="{world}"', *overrides])
-    dataset = load_dataset(world)
-    prepared = prepare(dataset, cfg.prepare_config())
-    build_token_cache(dataset, vision="tiny", text="tiny", tokens=8, progress=False)
-    return EM3Model(prepared.layout, cfg, TokenCache.for_dataset(dataset, tokens=8).tensors), prepared
-
-
-def test_cic_gives_the_qformer_gradients_and_falls(world):
-    torch.manual_seed(0)
-    model, prepared = _content_model(world, "cic.weight=1.0")
-    batches = list(BatchLoader(prepared, "train", 256, shuffle=True, seed=0))
-    out = model(batches[0])
-    cic = model.cic(out.target_content, out.target_item_emb, batches[0].target_item_rows)
-    cic.backward()
-    grads = [p.grad for p in model.content.qformer_parameters() if p.grad is not None]
-    assert grads and sum(float(g.abs().sum()) for g in grads) > 0
-
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    fixed = batches[0]
-    losses = []
-    for _ in range(80):
-        out = model(fixed)
-        loss = model.cic(out.target_content, out.target_item_emb, fixed.target_item_rows)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-    assert losses[-1] < 0.8 * losses[0], losses[::10]
-
-
-def test_interest_loss_trains_the_target_encoder_and_the_history_adapters(world):
-    torch.manual_seed(0)
-    model, prepared = _content_model(world)
-    batch = next(iter(BatchLoader(prepared, "train", 256, shuffle=True, seed=0)))
-    out = model(batch)
-    assert out.hist_content is not None and out.hist_content.shape[:2] == batch.hist_mask.shape
-    loss, parts = model.loss(out, batch)
-    assert parts["interest"] > 0
-    model.interest(out.target_content, out.hist_content, batch.hist_mask,
-                   batch.labels["click"] > 0.5, batch.user_key).backward()
-    groups = model.content_param_groups()
-    for name in ("qformer", "adapters"):  # target side: base weights; history side: LoRA
-        assert sum(float(p.grad.abs().sum()) for p in groups[name] if p.grad is not None) > 0, name
-
-
-def test_interest_scale_multiplies_only_the_interest_term(world):
-    torch.manual_seed(0)
-    model, prepared = _content_model(world)
-    batch = next(iter(BatchLoader(prepared, "train", 256, shuffle=True, seed=0)))
-    out = model(batch)
-    full, parts = model.loss(out, batch)
-    off, parts_off = model.loss(out, batch, interest_scale=0.0)
-    half, _ = model.loss(out, batch, interest_scale=0.5)
-    assert parts_off["interest"] == pytest.approx(parts["interest"])  # reported unscaled
-    weight = model.cfg.interest.weight
-    assert float(full - off) == pytest.approx(weight * parts["interest"], rel=1e-5)
-    assert float(half - off) == pytest.approx(0.5 * weight * parts["interest"], rel=1e-5)
-
-
 def test_interest_warmup_ramps_over_the_configured_epochs(world, tmp_path):
     from ranking.dist import init_process_group_from_env
     from recsys.train import Trainer
@@ -146,28 +64,8 @@ def test_interest_warmup_ramps_over_the_configured_epochs(world, tmp_path):
     assert Trainer(cfg_id, tmp_path / "id", env, progress=False).interest_warmup_steps == 0
 
 
-def test_id_only_trains_the_unknown_item_vector_and_em3_leaves_it_at_zero(world):
-    """The presets' cold-item policy: ``id_only`` hides 10% of the target item IDs behind the
-    unknown-item vector (so a training step reaches it), ``em3`` scores cold items from content."""
-    em3, prepared = _content_model(world)
-    cfg = load_train_config("id_only", [*TINY, f'data.dir="{world}"'])
-    id_only = EM3Model(prepared.layout, cfg)
-    batch = next(iter(BatchLoader(prepared, "train", 256, shuffle=True, seed=0)))
-    grads = {}
-    for name, model in (("id_only", id_only), ("em3", em3)):
-        torch.manual_seed(0)
-        model.train()
-        loss, _ = model.loss(model(batch), batch)
-        loss.backward()
-        unknown = model.ranking.sparse_arch.unknown_item.weight
-        assert float(unknown.abs().sum()) == 0.0  # zero-initialised in both
-        grads[name] = float(unknown.grad.abs().sum())
-    assert grads["id_only"] > 0
-    assert grads["em3"] == 0.0
-
-
 def test_dense_optimizer_is_fused_with_a_learning_rate_per_group(world):
-    model, _ = _content_model(world, "optim.qformer_lr=0.004", "optim.adapter_lr=0.003",
+    model, _ = content_model(world, "optim.qformer_lr=0.004", "optim.adapter_lr=0.003",
                               "ranking.dense_lr=0.002")
     dense = build_optimizer(model, model.cfg).optimizers[-1][1]._optimizer
     assert isinstance(dense, torch.optim.AdamW) and dense.defaults["fused"] is True  # the default
@@ -180,23 +78,11 @@ def test_dense_optimizer_is_fused_with_a_learning_rate_per_group(world):
     plain = build_optimizer(model, model.cfg, fused=False).optimizers[-1][1]._optimizer
     assert not plain.defaults["fused"]
     # ranking.dense_optimizer and optim.weight_decay take effect on every group.
-    sgd, _ = _content_model(world, 'ranking.dense_optimizer="sgd"', "optim.weight_decay=0.01")
+    sgd, _ = content_model(world, 'ranking.dense_optimizer="sgd"', "optim.weight_decay=0.01")
     dense = build_optimizer(sgd, sgd.cfg).optimizers[-1][1]._optimizer
     assert isinstance(dense, torch.optim.SGD)
     assert {g["name"]: g["weight_decay"] for g in dense.param_groups} == {
         "ranking": 0.01, "qformer": 0.01, "adapters": 0.01}
-
-
-@pytest.mark.parametrize(("override", "message"), [
-    ("ranking.content_dim=8", "ranking.content_dim is derived from [content]"),
-    ("ranking.use_history_content=false", "ranking.use_history_content is derived from content.seq_mode"),
-    ("ranking.dense_weight_decay=0.1", "set that instead"),
-])
-def test_a_ranking_setting_that_train_would_replace_is_refused(override, message):
-    from recsys.errors import UsageError
-
-    with pytest.raises(UsageError, match=re.escape(message)):
-        load_train_config("em3", [override])
 
 
 # id_only: on a CPU with native bf16 its dense tower runs under bf16 autocast, with bucketed
@@ -279,98 +165,3 @@ def test_two_process_torchrun_training_writes_metrics(world, tmp_path):
     # Both ranks wrote their shards of each checkpoint.
     step = sorted((out / "checkpoints").glob("step_*"))[-1]
     assert json.loads((step / "meta.json").read_text())["world_size"] == 2
-
-
-def test_evaluate_scores_a_split_with_the_run_vocabularies(em3_run, world, tmp_path):
-    run, metrics = em3_run
-    out = tmp_path / "eval"
-    proc = run_recsys("evaluate", "--run", str(run), "--data", str(world), "--out", str(out),
-                      "--no-track", "--quiet")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    evaluated = json.loads((out / "metrics.json").read_text())
-    assert evaluated["labels"]["click"]["auc"] == pytest.approx(metrics["labels"]["click"]["auc"], abs=1e-6)
-    assert (out / "predictions" / "test.parquet").is_file()
-
-
-@pytest.mark.parametrize(("override", "message"), [
-    ("train.epochs=-1", "train.epochs: must be >= 1, got -1"),
-    ("content.seq_mode=\"sideways\"", "content.seq_mode: must be one of"),
-    ("train.batchsize=3", "train.batchsize: unknown key"),
-    ("train.batch_size=\"big\"", "train.batch_size: must be an integer"),
-    ("train.compile=\"fast\"", "train.compile: must be one of ['auto', 'on', 'off']"),
-])
-def test_bad_config_value_is_one_clear_message_and_exit_2(world, tmp_path, override, message):
-    proc = run_recsys("train", "em3", "--data", str(world), "--out", str(tmp_path / "r"),
-                      "--set", override, timeout=120)
-    assert proc.returncode == 2
-    assert message in proc.stderr and "Traceback" not in proc.stderr
-    assert not (tmp_path / "r").exists()
-
-
-@pytest.mark.parametrize(("override", "message"), [
-    ('ranking.table_sharding={movie={sharding_type="table_wise"}}',
-     "error: ranking: table_sharding names unknown table 'movie'"),
-    ('ranking.table_sharding={item={sharding_type="data_parallel"}}',
-     "error: ranking: data_parallel sharding of sequence table 'table_item' fails"),
-])
-def test_sharding_the_device_cannot_run_is_one_clear_message_and_exit_2(world, tmp_path, override,
-                                                                        message):
-    # Found only when the model is sharded (it depends on the tables and the device), and still
-    # bad input: one message, exit 2, no run directory.
-    proc = run_recsys("train", "id_only", "--data", str(world), "--out", str(tmp_path / "r"),
-                      "--set", override, timeout=120)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert message in proc.stderr and "Traceback" not in proc.stderr
-    assert not (tmp_path / "r").exists()
-
-
-def test_compile_on_without_a_cpp_compiler_is_one_clear_message_and_exit_2(world, tmp_path):
-    # Inductor reads $CXX: with none it cannot build the CPU kernels. "auto" would train eager
-    # (tests/recsys/test_perf.py); "on" is a promise the machine cannot keep.
-    proc = run_recsys("train", "id_only", "--data", str(world), "--out", str(tmp_path / "r"),
-                      "--set", 'train.compile="on"', timeout=120,
-                      env={"CXX": "/nonexistent/c++"})
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert 'error: train.compile = "on" but Inductor found no C++ compiler' in proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert not (tmp_path / "r").exists()
-
-
-def test_ablation_presets_resolve_to_their_variants():
-    seq = {p: load_train_config(p).content.seq_mode for p in
-           ("em3", "em3_frozen_seq", "em3_full_seq", "em3_no_content_seq", "em3_no_cic",
-            "em3_no_interest")}
-    assert seq == {"em3": "lora", "em3_frozen_seq": "frozen", "em3_full_seq": "full",
-                   "em3_no_content_seq": "none", "em3_no_cic": "lora", "em3_no_interest": "lora"}
-    assert load_train_config("em3_no_cic").cic.weight == 0.0
-    assert load_train_config("em3_no_cic").uses_interest
-    assert not load_train_config("em3_no_interest").uses_interest
-    assert load_train_config("em3_no_interest").uses_cic
-    # Without history content there is nothing for the interest loss to compare with.
-    assert not load_train_config("em3_no_content_seq").uses_interest
-    assert not load_train_config("id_only").content.enabled
-
-
-def test_unreachable_tracking_store_loses_nothing_and_syncs_later(world, tmp_path):
-    from mlflow import MlflowClient
-
-    from recsys.tracking import TrackingWarning
-
-    out = tmp_path / "run"
-    # Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
-    cfg = load_train_config("id_only", [*TINY, f'data.dir="{world}"', "train.epochs=1",
-                                        "tracking.enabled=true", 'tracking.uri="http://127.0.0.1:9"',
-                                        'tracking.model_name="ranker"'])
-    with pytest.warns(TrackingWarning):
-        metrics = train(cfg, out, progress=False)
-    assert json.loads((out / "metrics.json").read_text())["labels"] == metrics["labels"]
-    assert json.loads((out / "run.json").read_text())["tracking"]["synced"] is False
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    proc = run_recsys("track", "sync", str(out), "--tracking-uri", uri, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    tracking = json.loads((out / "run.json").read_text())["tracking"]
-    assert tracking["synced"] is True
-    logged = MlflowClient(uri).get_run(tracking["run_id"]).data.metrics
-    assert logged["test.labels.click.auc"] == pytest.approx(metrics["labels"]["click"]["auc"])
-    assert MlflowClient(uri).get_model_version("ranker", tracking["model_version"]).status == "READY"

@@ -6,8 +6,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from data.synth import SynthConfig, synthesize
+
+if TYPE_CHECKING:
+    from data.prepare import Prepared
+    from recsys.model import EM3Model
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -44,3 +49,19 @@ def set_args(overrides: list[str]) -> list[str]:
     for o in overrides:
         out += ["--set", o]
     return out
+
+
+def content_model(world: Path, *overrides: str) -> tuple[EM3Model, Prepared]:
+    """An em3 model over the world's tiny token cache (built here), and the prepared data."""
+    from data.dataset import load_dataset
+    from data.prepare import prepare
+    from multimodal.token_cache import build_token_cache
+    from recsys.config import load_train_config
+    from recsys.content_setup import TokenCache
+    from recsys.model import EM3Model
+
+    cfg = load_train_config("em3", [*TINY, f'data.dir="{world}"', *overrides])
+    dataset = load_dataset(world)
+    prepared = prepare(dataset, cfg.prepare_config())
+    build_token_cache(dataset, vision="tiny", text="tiny", tokens=8, progress=False)
+    return EM3Model(prepared.layout, cfg, TokenCache.for_dataset(dataset, tokens=8).tensors), prepared
