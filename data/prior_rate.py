@@ -78,7 +78,19 @@ def add_item_prior_rate(inter: pl.DataFrame, label: str) -> pl.DataFrame:
 def _add_running_rate(inter: pl.DataFrame, label: str, key: str,
                       names: tuple[str, str, str]) -> pl.DataFrame:
     """The (logit, rate bucket, rows bucket) features ``names`` of ``key``'s earlier rows."""
-    logit_name, rate_name, rows_name = names
+    counts = running_counts(inter, label, key)
+    derived = counts.select(rate_features(pl.col("rows"), pl.col("positives"), names))
+    return inter.with_columns(derived.iter_columns())
+
+
+def running_counts(inter: pl.DataFrame, label: str, key: str) -> pl.DataFrame:
+    """Per row, how many of ``key``'s rows (the user's: ``user_id``; the item's: ``item_row``)
+    have a strictly earlier timestamp, and how many of those are positive on ``label``.
+
+    Returns a frame of ``inter.height`` rows in input order with Int64 ``rows`` and
+    ``positives``: the state that ``rate_features`` turns into the prior-rate features, and
+    what a serving request carries for a user or item (``recsys.serving``).
+    """
     positive = (pl.col(label) == 1).fill_null(False).cast(pl.Int64)
     ordered = (
         inter.select(pl.col(key).alias("_key"), "ts", "row_id", positive.alias("_pos"))
@@ -91,27 +103,34 @@ def _add_running_rate(inter: pl.DataFrame, label: str, key: str,
     # cheaper than a grouped ``over``, which hashes every row).
     index = pl.int_range(pl.len(), dtype=pl.Int64)
     before = pl.col("_pos").cum_sum() - pl.col("_pos")
-    ordered = ordered.with_columns(index.alias("_index"), before.alias("_before")).with_columns(
+    ordered = ordered.with_columns(index.alias("_index"), before.alias("_before")).select(
+        "_input_pos",
         (first_of_run(pl.col("_index"), "_key", "ts")
-         - first_of_run(pl.col("_index"), "_key")).alias("_rows"),
+         - first_of_run(pl.col("_index"), "_key")).alias("rows"),
         (first_of_run(pl.col("_before"), "_key", "ts")
-         - first_of_run(pl.col("_before"), "_key")).alias("_positives"),
+         - first_of_run(pl.col("_before"), "_key")).alias("positives"),
     )
-    rows, positives = pl.col("_rows"), pl.col("_positives")
+    # Back to input order: a scatter by input position (O(n), no second sort).
+    position = ordered["_input_pos"]
+    return pl.DataFrame([
+        pl.zeros(inter.height, pl.Int64, eager=True).scatter(position, ordered[c]).alias(c)
+        for c in ("rows", "positives")])
+
+
+def rate_features(rows: pl.Expr, positives: pl.Expr,
+                  names: tuple[str, str, str] = (LOGIT_FEATURE, RATE_FEATURE, ROWS_FEATURE)
+                  ) -> list[pl.Expr]:
+    """The (logit, rate bucket, rows bucket) expressions, named ``names``, of ``rows`` earlier
+    rows of which ``positives`` were positive (the module docstring has the definitions)."""
+    logit_name, rate_name, rows_name = names
     rate = (positives + 1) / (rows + 2)
     logit = (rate / (1 - rate)).log()
     logit_bucket = (logit / LOGIT_STEP).floor() + LOGIT_BUCKETS // 2
-    derived = ordered.select(
+    return [
         logit.clip(-MAX_LOGIT, MAX_LOGIT).cast(pl.Float32).alias(logit_name),
         pl.when(rows == 0).then(NO_PRIOR)
         .otherwise(logit_bucket.clip(0, LOGIT_BUCKETS - 1)).cast(pl.Int64).alias(rate_name),
         pl.when(rows == 0).then(0)
         .otherwise((rows.cast(pl.Float64).log(2).floor() + 1).clip(1, MAX_ROWS_BUCKET))
         .cast(pl.Int64).alias(rows_name),
-    )
-    # Back to input order: a scatter by input position (O(n), no second sort).
-    position = ordered["_input_pos"]
-    return inter.with_columns(
-        pl.zeros(inter.height, col.dtype, eager=True).scatter(position, col).alias(col.name)
-        for col in derived.iter_columns()
-    )
+    ]
