@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_dataset
 from PIL import Image
 from transformers import (
     BertConfig,
@@ -35,6 +34,7 @@ from multimodal.encoders import (
 )
 from multimodal.preprocess import load_rgb, reduce_tokens, tiny_tokenizer, tiny_vocab
 from multimodal.token_cache import TokenCache, build_token_cache, default_cache_dir
+from tests.multimodal.fixtures import write_dataset
 
 SMALL = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
 TEXT = dict(vocab_size=len(tiny_vocab()), max_position_embeddings=32, **SMALL)

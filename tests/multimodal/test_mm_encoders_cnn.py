@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import write_dataset
 from PIL import Image
 from transformers import (
     BitImageProcessorPil,
@@ -21,6 +20,7 @@ from transformers import (
 
 from multimodal.encoders import EncoderError, load_text_encoder, load_vision_encoder
 from multimodal.token_cache import TokenCache, build_token_cache
+from tests.multimodal.fixtures import write_dataset
 
 # Output stride 32: 128 x 128 pixels give a 4 x 4 map of the last stage's 32 channels.
 TINY_RESNET = dict(embedding_size=8, hidden_sizes=[8, 16, 16, 32], depths=[1, 1, 1, 1],

@@ -14,7 +14,6 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from conftest import ITEMS, write_dataset
 
 from data.dataset import load_dataset
 from data.errors import DataError
@@ -29,6 +28,7 @@ from multimodal.token_cache import (
     cache_settings,
     default_cache_dir,
 )
+from tests.multimodal.fixtures import ITEMS, write_dataset
 
 TOKENS = 8
 
