@@ -225,6 +225,17 @@ def _log_everything(client: MlflowClient, run: rundir.Run, experiment_id: str,
     return run_id, version
 
 
+def _discard_attempt(client: MlflowClient, run_id: str) -> None:
+    """Removes what an earlier, failed attempt to track a run left in the store: the model
+    versions registered from its MLflow run (an attempt can fail after registering one; left
+    there, the version would be a candidate for ``recsys select`` whose run is deleted) and
+    then the run itself."""
+    for mv in client.search_model_versions(f"run_id = '{run_id}'"):
+        client.delete_model_version(mv.name, str(mv.version))
+    with contextlib.suppress(Exception):  # the run may never have reached the store
+        client.delete_run(run_id)
+
+
 def track_run(run_dir: str | Path, tracking_uri: str | None = None,
               model_name: str | None = None, experiment: str | None = None) -> TrackResult:
     """Logs a run directory to MLflow and registers its checkpoints as a model version.
@@ -246,8 +257,7 @@ def track_run(run_dir: str | Path, tracking_uri: str | None = None,
         client = client_for(uri)
         if state.get("run_id") and state.get("uri") == uri:
             # a half-logged run from an earlier attempt: replace it, do not duplicate
-            with contextlib.suppress(Exception):  # it may never have reached the store
-                client.delete_run(state["run_id"])
+            _discard_attempt(client, state["run_id"])
         exp_id = ensure_experiment(client, experiment or model_name or DEFAULT_EXPERIMENT, uri)
         run_id, version = _log_everything(client, run, exp_id, model_name, uri)
     except Exception as exc:  # noqa: BLE001 - tracking must never kill a finished training

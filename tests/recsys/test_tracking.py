@@ -173,3 +173,35 @@ def test_unreachable_tracking_store_loses_nothing_and_syncs_later(world, tmp_pat
     logged = MlflowClient(uri).get_run(tracking["run_id"]).data.metrics
     assert logged["test.labels.click.auc"] == pytest.approx(metrics["labels"]["click"]["auc"])
     assert MlflowClient(uri).get_model_version("ranker", tracking["model_version"]).status == "READY"
+
+
+def test_a_sync_after_a_failure_past_the_model_version_leaves_no_orphan_version(
+        tmp_path, store, preds, monkeypatch):
+    """The store fails after the model version is created (here: when the run is marked
+    finished). The retry replaces the half-logged run; the version that run registered goes
+    with it, so selection sees one candidate, not a second one whose run is deleted."""
+    from recsys.selection import select
+
+    run_dir = make_run(tmp_path, "half", preds, model_name="ctr")
+    with monkeypatch.context() as patch:
+        def connection_lost(self, *args, **kwargs):
+            raise ConnectionError("connection reset by peer")
+
+        patch.setattr(MlflowClient, "set_terminated", connection_lost)
+        with pytest.warns(TrackingWarning, match="connection reset by peer"):
+            failed = track_run(run_dir, store)
+    assert not failed.synced and failed.run_id
+    client = MlflowClient(store)
+    half = client.search_model_versions("name = 'ctr'")
+    assert [v.run_id for v in half] == [failed.run_id]  # registered before the failure
+
+    assert _cli(["track", "sync", str(run_dir), "--tracking-uri", store]) == 0
+    synced = rundir.read_meta(run_dir)["tracking"]
+    assert synced["synced"] is True and synced["run_id"] != failed.run_id
+    assert client.get_run(failed.run_id).info.lifecycle_stage == "deleted"
+    versions = client.search_model_versions("name = 'ctr'")
+    assert [(str(v.version), v.run_id) for v in versions] == [
+        (synced["model_version"], synced["run_id"])]
+    report = select("ctr", tracking_uri=store, n_boot=50, dry_run=True)
+    assert [(d["version"], d["decision"]) for d in report["decisions"]] == [
+        (synced["model_version"], "initial")]
