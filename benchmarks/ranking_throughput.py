@@ -6,7 +6,7 @@
 * peak memory of training with a 1M- and a 10M-row item table, both ways.
 
 Every case runs in its own process (clean peak RSS, its own thread count). Batches are
-random ids (``ranking.toy_data.random_batch``), pre-built, so data loading is not measured.
+random ids (``ranking.testing.toy_data.random_batch``), pre-built, so data loading is not measured.
 
     python benchmarks/ranking_throughput.py            # full run, writes the results JSON
     python benchmarks/ranking_throughput.py --quick    # small smoke run, prints only
@@ -71,8 +71,8 @@ def timed_training(kind: str, items: int, steps: int, repeats: int, seed: int, e
     """Median seconds per training step (``repeats`` runs of ``steps`` steps, after warm-up)."""
     import torch
 
-    from ranking.toy_data import random_batch
-    from ranking.train import train_step
+    from ranking.testing.toy_data import random_batch
+    from ranking.testing.train import train_step
 
     layout, model, optimizer = build(kind, items, env)
     g = torch.Generator().manual_seed(seed)

@@ -44,6 +44,7 @@ from benchmarks.common import (  # noqa: E402
 from multimodal.content import ItemContentEncoder  # noqa: E402
 from multimodal.lora_sequence import LoraSettings  # noqa: E402
 from multimodal.qformer import QFormerConfig  # noqa: E402
+from multimodal.testing import ItemPasses, count_item_passes  # noqa: E402
 from multimodal.tokens import TokenTensors  # noqa: E402
 
 ITEMS, BATCH, ZIPF = 50_000, 256, 1.1
@@ -119,8 +120,12 @@ def run_case(mode: str, seq_len: int, dedup: bool, checkpoint: bool, repeats: in
     # The trainer's precision: bf16 autocast on CUDA (recsys/train.py), fp32 on CPU.
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda")
 
-    def step() -> None:
-        with autocast:
+    def step(count: bool = False) -> int:
+        """One training step → the Q-Former item passes of its forward with ``count`` (the
+        timed steps run without the hook), else 0. A checkpointed history's recomputation
+        in backward is not a new pass, so only the forward is counted."""
+        counting = count_item_passes(enc) if count else contextlib.nullcontext(ItemPasses())
+        with autocast, counting as passes:
             t, h = enc(target, hist, mask)
             interest = h.sum(1) / mask.sum(1, keepdim=True)  # mean history content (B x d)
             logits = (t * interest).sum(-1).float()
@@ -128,10 +133,13 @@ def run_case(mode: str, seq_len: int, dedup: bool, checkpoint: bool, repeats: in
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        return passes.rows
 
     baseline = _reset_cuda_peak() if device == "cuda" else _reset_peak()
     t0 = time.perf_counter()
-    step()  # warm-up (allocator, optimizer state); its memory counts, its time does not
+    # Warm-up (allocator, optimizer state): its memory counts, its time does not. Every step
+    # encodes the same batch, so its item passes are every step's.
+    item_passes = step(count=True)
     synchronize(device)
     if time.perf_counter() - t0 > SLOW_STEP_S:
         repeats = 1  # the naive L=200 steps: one timed step keeps the whole run in minutes
@@ -141,7 +149,7 @@ def run_case(mode: str, seq_len: int, dedup: bool, checkpoint: bool, repeats: in
     return {
         "mode": mode, "seq_len": seq_len, "dedup": dedup, "checkpoint": checkpoint,
         "step_s": round(seconds, 4), "timed_steps": repeats, "peak_mem_mb": round(peak - baseline, 1),
-        "process_peak_mb": round(peak, 1), "item_passes": enc.last_item_passes,
+        "process_peak_mb": round(peak, 1), "item_passes": item_passes,
         "trainable_params": enc.trainable_parameter_count(),
         "sequence_trainable_params": sum(p.numel() for p in enc.sequence_parameters()),
     }

@@ -7,18 +7,21 @@ pre-built training batches, so data loading is not measured. Variants:
 
 * ``shipped``: the library as shipped (on CPU: the dense tower through ``torch.compile``,
   under bf16 autocast where the CPU has native bf16, ``ranking.cpu_precision = "auto"``);
-* ``fp32_tower``: the same with the dense tower in float32 (``ranking.cpu_precision =
-  "fp32"``; on a CPU without native bf16 the shipped tower is float32 already, and the two
-  are the same configuration);
-* ``eager_tower``: the dense tower run eagerly (``train.compile = "off"``);
+* ``fp32_tower``: the same with the dense tower in float32, as ``ranking.cpu_precision =
+  "fp32"`` builds it (``ranking.testing.tower.float32_dense_tower`` on the shipped model; on a
+  CPU without native bf16 the shipped tower is float32 already, and the two are the same
+  configuration);
+* ``eager_tower``: the dense tower run eagerly, as ``train.compile = "off"`` runs it
+  (``torch.compiler.set_stance("force_eager")`` on the shipped model);
 * ``aten_prelu_eager``: the eager tower with ATen's PReLU backward instead of
-  ``ranking.prelu``'s, compared with ``eager_tower`` (compiled, Inductor generates both);
+  ``ranking.prelu``'s (``ranking.testing.tower.aten_prelu``), compared with ``eager_tower``
+  (compiled, Inductor generates both);
 * ``plain_adamw``: the dense AdamW's per-parameter implementation instead of the fused kernel
   (``ranking.optim.fused_adam_kwargs``);
 * ``no_malloc_tuning``: glibc malloc's defaults (``recsys.perf.keep_freed_memory`` skipped);
 * ``planner_sharding``: the tables where TorchRec's planner puts them alone (row-wise for the
-  item table) instead of the world-of-one default (no table split: table-wise or
-  data-parallel).
+  item table, ``ranking.table_sharding``) instead of the world-of-one default (no table
+  split: table-wise or data-parallel).
 
 ``no_malloc_tuning`` and ``planner_sharding`` run in their own process (malloc settings and
 the plan are per process). The others are timed inside the ``shipped`` process, alternating
@@ -60,6 +63,10 @@ PROCESSES = {"shipped": ("shipped", "fp32_tower", "eager_tower", "aten_prelu_eag
                          "plain_adamw"),
              "no_malloc_tuning": ("no_malloc_tuning",), "planner_sharding": ("planner_sharding",)}
 VARIANTS = tuple(v for group in PROCESSES.values() for v in group)
+# planner_sharding: the item table row-wise, where TorchRec's planner puts it in a world of
+# one when nothing constrains it; the planner's own plan of every other table of id_only is
+# the world-of-one default's on both datasets, so this one setting gives the planner's plan.
+PLANNER_ITEM_SHARDING = 'ranking.table_sharding.item.sharding_type="row_wise"'
 WARMUP, STEPS, REPEATS = 10, 40, 4
 # What each speed-up must be worth (variant step time / reference step time), per dataset.
 # Compiling the tower must pay on both; the fast PReLU backward and the unsplit plan must
@@ -81,25 +88,19 @@ def run_case(case: dict) -> dict[str, dict]:
     variants' steps → ``{variant: {"step_s", "batch_size", "page_faults_per_step", ...}}``."""
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", str(29600 + os.getpid() % 1000))
-    from torch import nn
+    import torch
 
     import recsys.train
     from ranking.dist import init_process_group_from_env
-    from ranking.prelu import PReLU
+    from ranking.testing.tower import aten_prelu, float32_dense_tower
     from recsys.config import load_train_config
 
     if case["process"] == "no_malloc_tuning":
         recsys.train.keep_freed_memory = lambda: False
+    overrides = [f'data.dir="{case["data"]}"', "train.threads=1", "tracking.enabled=false"]
     if case["process"] == "planner_sharding":
-        import ranking.sharding
-
-        constraints = ranking.sharding.planner_constraints
-        # In a world of two the tables without a constraint are left to the planner.
-        ranking.sharding.planner_constraints = \
-            lambda model, config, device_type, world_size: constraints(model, config,
-                                                                       device_type, 2)
-    cfg = load_train_config("id_only", [f'data.dir="{case["data"]}"', "train.threads=1",
-                                        "tracking.enabled=false"])
+        overrides.append(PLANNER_ITEM_SHARDING)
+    cfg = load_train_config("id_only", overrides)
     env = init_process_group_from_env()
     variants = PROCESSES[case["process"]]
     best = dict.fromkeys(variants, float("inf"))
@@ -111,24 +112,23 @@ def run_case(case: dict) -> dict[str, dict]:
         optimizers = {"fused": trainer.optimizer,
                       "plain": recsys.train.build_optimizer(trainer.model, trainer.em3, cfg,
                                                             fused=False)}
-        prelus = [m for m in trainer.model.modules() if isinstance(m, PReLU)]
         ranking = trainer.em3.ranking
         batches = list(itertools.islice(trainer.loader, WARMUP + STEPS))
         # Both optimizers make their state here, and the tower compiles for both precisions.
         for i, b in enumerate(batches[:WARMUP]):
             trainer.optimizer = optimizers["plain" if i % 2 else "fused"]
-            with ranking.float32_dense_tower() if i % 4 >= 2 else nullcontext():
+            with float32_dense_tower(ranking) if i % 4 >= 2 else nullcontext():
                 trainer.train_step(b)
         for repeat in range(REPEATS):
             # Alternate which variant goes first, so neither always runs on warmer caches.
             for variant in variants if repeat % 2 == 0 else variants[::-1]:
-                # Same parameters either way: only the class (hence the backward) changes.
-                for m in prelus:
-                    m.__class__ = nn.PReLU if variant == "aten_prelu_eager" else PReLU
                 trainer.optimizer = optimizers["plain" if variant == "plain_adamw" else "fused"]
                 eager = variant in ("eager_tower", "aten_prelu_eager")
-                with (ranking.eager_dense_tower() if eager else nullcontext(),
-                      ranking.float32_dense_tower() if variant == "fp32_tower" else nullcontext()):
+                # The same parameters in every variant: only the code that runs them changes.
+                with (torch.compiler.set_stance("force_eager") if eager else nullcontext(),
+                      float32_dense_tower(ranking) if variant == "fp32_tower" else nullcontext(),
+                      aten_prelu(trainer.model) if variant == "aten_prelu_eager"
+                      else nullcontext()):
                     usage = resource.getrusage(resource.RUSAGE_SELF)
                     t0 = time.perf_counter()
                     for b in batches[WARMUP:]:

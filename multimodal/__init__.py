@@ -11,7 +11,9 @@ Modules (see docs/multimodal.md):
 - ``tokens``: the ``TokenTensors`` layout every model reads;
 - ``qformer``: the Fusion-Q-Former (self-attention and BLIP-2 cross-attention variants);
 - ``lora_sequence``: peft LoRA injection and the base/adapter routing helpers;
-- ``content``: ``ItemContentEncoder``, target and history content embeddings of a batch.
+- ``content``: ``ItemContentEncoder``, target and history content embeddings of a batch;
+- ``testing``: helpers of tests and benchmarks (counting Q-Former item passes); the toolkit
+  never imports it.
 
 This package imports ``data`` only (never ``ranking`` or ``recsys``).
 """

@@ -65,9 +65,6 @@ class ItemContentEncoder(nn.Module):
             default) turns it on for ``lora`` and off otherwise.
         history_chunk: items per checkpointed chunk; the no-grad history pass of ``frozen``
             also runs in chunks of this size.
-
-    Attributes:
-        last_item_passes: Q-Former item passes (rows encoded) of the last ``forward``.
     """
 
     def __init__(self, tokens: HasTokens, qformer_config: QFormerConfig, seq_mode: SeqMode = "lora",
@@ -92,7 +89,6 @@ class ItemContentEncoder(nn.Module):
         self.qformer = FusionQFormer(qformer_config)
         if self.lora is not None:
             inject_history_adapter(self.qformer, self.lora)
-        self.last_item_passes = 0
 
     @property
     def hidden(self) -> int:
@@ -139,7 +135,6 @@ class ItemContentEncoder(nn.Module):
         when ``checkpoint_history``).
         """
         rows = rows.reshape(-1).long()
-        self.last_item_passes += int(rows.numel())
         if rows.numel() == 0:
             return self.qformer.queries.new_zeros(0, self.hidden)
         if not history:
@@ -179,7 +174,6 @@ class ItemContentEncoder(nn.Module):
 
         Returns (target_emb: B x d, hist_emb: B x L x d with zeros at masked positions).
         """
-        self.last_item_passes = 0
         if not (self.seq_mode == "full" and self.dedup):
             return self.encode_targets(target_item_rows), self.encode_history(hist_item_rows, hist_mask)
         # Full mode: both paths share weights and gradient semantics, so one pass over the

@@ -4,7 +4,8 @@ sharding (planner + DistributedModelParallel) and distributed checkpoints.
 Modules: ``config`` (RankingConfig), ``tables`` (table configs from a FeatureLayout),
 ``archs`` (SparseArch, DINAttention, DCN/DLRM interactions, OverArch, TaskHeads), ``model``
 (RankingModel, RankingOutput), ``loss``, ``optim`` (fused sparse + dense optimizers),
-``dist`` (process group from env), ``sharding`` (shard_model, plan), ``checkpoint`` (DCP),
-``train`` (train_step, predict), ``toy_data`` (random / planted-signal batches).
+``dist`` (process group from env), ``sharding`` (shard_model, plan), ``checkpoint`` (DCP).
+``testing`` holds the helpers of tests and benchmarks (toy batches, train_step / predict,
+dense-tower switches); the toolkit never imports it.
 Imports ``data`` only; see docs/ranking.md.
 """

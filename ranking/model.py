@@ -8,8 +8,7 @@ as one more feature and (with ``use_history_content``) the DIN attention runs ov
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -74,6 +73,8 @@ class RankingModel(nn.Module):
         content_dim = config.content_dim
         self.sparse_arch = SparseArch(layout, dim, device, config.bag_pooling)
         attention_dim = dim + (content_dim if config.attends_history_content else 0)
+        # Read in every forward (``ranking.testing.tower.float32_dense_tower`` turns it off
+        # for a block, to compare the two precisions on the same weights).
         self._cpu_bf16 = config.cpu_bf16
         self.attention = DINAttention(attention_dim, config.attention_hidden,
                                       config.attention_softmax, config.dropout, device,
@@ -211,34 +212,12 @@ class RankingModel(nn.Module):
         ``dynamic=True``: the batch size (last batch, evaluation) and N change every call,
         and one graph with symbolic sizes avoids a recompilation per shape. Train and eval
         mode get a graph each. The sparse part (TorchRec) stays eager.
+        Under a dispatch mode (``FlopCounterMode``) Dynamo does not trace, and a first call
+        made there would leave the tower eager for the rest of the run: run such a block under
+        ``torch.compiler.set_stance("force_eager")``, as ``recsys.perf.count_flops`` does
+        (docs/ranking.md, "Architecture", the ``torch.compile`` item).
         """
         self._compiled_dense = torch.compile(self.dense_tower, dynamic=True)
-
-    @contextmanager
-    def eager_dense_tower(self) -> Iterator[None]:
-        """Runs the dense tower eagerly inside the block, compiled or not.
-
-        For ``torch.utils.flop_counter.FlopCounterMode`` and other dispatch modes: Dynamo
-        does not trace under them, and a first call made there left the tower eager, and the
-        step at its eager time, for the rest of the run (docs/ranking.md, "Architecture", the
-        ``torch.compile`` item).
-        """
-        compiled, self._compiled_dense = self._compiled_dense, None
-        try:
-            yield
-        finally:
-            self._compiled_dense = compiled
-
-    @contextmanager
-    def float32_dense_tower(self) -> Iterator[None]:
-        """Runs the dense tower in float32 inside the block, whatever ``cpu_precision`` chose
-        (``benchmarks/train_step.py`` times the two on the same trainer). Positions are still
-        bucketed where the model was built for bf16; the attention unit drops the padding."""
-        bf16, self._cpu_bf16 = self._cpu_bf16, False
-        try:
-            yield
-        finally:
-            self._cpu_bf16 = bf16
 
     def _hide_target_ids(self, target: torch.Tensor) -> torch.Tensor:
         """B x D → B x D with ``item_id_dropout`` of the rows swapped for the unknown item.

@@ -55,8 +55,15 @@ def keep_freed_memory() -> bool:
 
 
 def count_flops(step: Callable[[], None]) -> int:
-    """FLOPs of one call of ``step`` (forward + backward of one batch)."""
-    with FlopCounterMode(display=False) as counter:
+    """FLOPs of one call of ``step`` (forward + backward of one batch).
+
+    Compiled code (the ranking model's dense tower, ``train.compile``) runs eagerly inside:
+    Dynamo does not trace under ``FlopCounterMode``, and a first call made there left the
+    tower eager, and every later step at its eager time, for the rest of the run
+    (docs/ranking.md, "Architecture", the ``torch.compile`` item). ``force_eager`` runs the
+    original function and leaves the compiled one untouched for the next call.
+    """
+    with torch.compiler.set_stance("force_eager"), FlopCounterMode(display=False) as counter:
         step()
     return int(counter.get_total_flops())
 

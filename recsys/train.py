@@ -247,8 +247,7 @@ class Trainer:
             batch = batch.to(self.env.device)
             parts: dict[str, float] = {}
             if st.flops_per_sample == 0.0:  # first step: also count its FLOPs (for MFU)
-                with self.em3.ranking.eager_dense_tower():
-                    flops = count_flops(lambda b=batch, out=parts: out.update(self.train_step(b)))
+                flops = count_flops(lambda b=batch, out=parts: out.update(self.train_step(b)))
                 st.flops_per_sample = flops / batch.size
             else:
                 parts = self.train_step(batch)

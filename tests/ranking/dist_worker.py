@@ -15,7 +15,7 @@ from ranking.config import RankingConfig
 from ranking.model import RankingModel
 from ranking.optim import dense_parameters, make_optimizers
 from ranking.sharding import init_process_group_from_env, shard_model, table_placements
-from ranking.train import predict, train_step
+from ranking.testing.train import predict, train_step
 from tests.ranking.fixtures import ContentParent, item_features, toy_world
 
 # Every CPU-capable combination appears once across the two models.

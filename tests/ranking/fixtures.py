@@ -13,7 +13,7 @@ from torch import nn
 from data.batch import Batch, FeatureLayout
 from ranking.config import RankingConfig
 from ranking.model import RankingModel, RankingOutput
-from ranking.toy_data import ToyWorld
+from ranking.testing.toy_data import ToyWorld
 
 CONTENT_IN = 6  # width of the fake "token features" the parent's content tower reads
 

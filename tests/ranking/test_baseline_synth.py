@@ -15,7 +15,7 @@ from ranking.config import RankingConfig
 from ranking.model import RankingModel
 from ranking.optim import make_optimizers
 from ranking.sharding import shard_model
-from ranking.train import predict, train_step
+from ranking.testing.train import predict, train_step
 
 pytestmark = pytest.mark.slow
 

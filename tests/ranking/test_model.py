@@ -12,8 +12,8 @@ from data.batch import HISTORY_FEATURE, ITEM_FEATURE, FeatureLayout
 from ranking.archs import DCNInteraction, DINAttention, DLRMInteraction
 from ranking.config import RankingConfig
 from ranking.model import RankingModel
-from ranking.toy_data import ToyWorld, make_batch, random_batch
-from ranking.train import predict, train_step
+from ranking.testing.toy_data import ToyWorld, make_batch, random_batch
+from ranking.testing.train import predict, train_step
 from tests.ranking.fixtures import toy_world
 
 L, DC = 10, 6

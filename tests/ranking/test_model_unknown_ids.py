@@ -10,7 +10,7 @@ from data.vocab import OOV_INDEX
 from ranking.archs import UnknownItem
 from ranking.config import RankingConfig
 from ranking.model import RankingModel
-from ranking.toy_data import make_batch
+from ranking.testing.toy_data import make_batch
 from tests.ranking.fixtures import toy_world
 
 

@@ -10,7 +10,8 @@ from sklearn.metrics import roc_auc_score
 from ranking.archs import DINAttention, bucket_positions
 from ranking.config import RankingConfig, native_cpu_bf16
 from ranking.model import RankingModel
-from ranking.train import predict, train_step
+from ranking.testing.tower import float32_dense_tower
+from ranking.testing.train import predict, train_step
 from tests.ranking.fixtures import toy_world
 from tests.ranking.test_model import DC, L
 
@@ -73,7 +74,7 @@ def test_bf16_dense_tower_scores_like_fp32_with_float32_heads():
         torch.testing.assert_close(got, want, rtol=0.05, atol=0.02)
     # float32_dense_tower: the bf16 model scores as float32 inside the block, bf16 after it.
     bf16 = models["bf16"]
-    with bf16.float32_dense_tower():
+    with float32_dense_tower(bf16):
         inside = bf16(batch, **content).logits
     after = bf16(batch, **content).logits
     for name, want in logits["fp32"].items():

@@ -8,6 +8,7 @@ from torch import nn
 
 from ranking.archs import DINAttention
 from ranking.prelu import PReLU
+from ranking.testing.tower import aten_prelu
 
 
 def _grads(module: nn.Module, x: torch.Tensor, grad: torch.Tensor):
@@ -68,3 +69,23 @@ def test_bit_identical_under_bf16_autocast() -> None:
     assert results[0][0].dtype == results[1][0].dtype == torch.bfloat16
     for a, b in zip(*results, strict=True):
         assert torch.equal(a, b)
+
+
+def test_aten_prelu_runs_nn_prelu_on_the_same_weights_inside_the_block_only() -> None:
+    """The switch ``benchmarks/train_step.py`` times (variant ``aten_prelu_eager``)."""
+    torch.manual_seed(3)
+    din = DINAttention(dim=4, hidden=(8, 4), softmax=False, dropout=0.0,
+                       device=torch.device("cpu"))
+    ours = [m for m in din.unit if isinstance(m, nn.PReLU)]
+    names = [n for n, _ in din.named_parameters()]
+    query, keys, mask = torch.randn(3, 4), torch.randn(3, 5, 4), torch.rand(3, 5) > 0.3
+    want = din(query, keys, mask)
+    with aten_prelu(din):
+        inside = [m for m in din.unit if isinstance(m, nn.PReLU)]
+        assert [type(m) for m in inside] == [nn.PReLU, nn.PReLU]
+        assert all(a.weight is b.weight for a, b in zip(inside, ours, strict=True))
+        assert [n for n, _ in din.named_parameters()] == names
+        got = din(query, keys, mask)
+    assert torch.equal(got, want)
+    assert all(a is b for a, b in zip([m for m in din.unit if isinstance(m, nn.PReLU)], ours,
+                                      strict=True))

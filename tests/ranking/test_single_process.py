@@ -29,7 +29,7 @@ from ranking.optim import (
     make_optimizers,
 )
 from ranking.sharding import make_plan, shard_model, table_placements
-from ranking.train import predict, train_step
+from ranking.testing.train import predict, train_step
 from tests.ranking.fixtures import toy_world
 
 SHARDING = {"user": {"sharding_type": "data_parallel"},

@@ -10,7 +10,7 @@ from ranking.checkpoint import load_checkpoint, save_checkpoint
 from ranking.model import RankingModel
 from ranking.optim import make_optimizers
 from ranking.sharding import shard_model, table_placements
-from ranking.train import predict, train_step
+from ranking.testing.train import predict, train_step
 from tests.ranking.dist_worker import (
     BARE_SHARDING,
     PARENT_SHARDING,

@@ -1,7 +1,7 @@
-"""The thin train wrapper of the ID-only baseline: one step, and batched prediction.
+"""The ranking model trained without ``recsys``: one step, and batched prediction.
 
-The EM3 loop (``recsys``) adds the content model and the CIC loss around the same calls;
-this module is what the baseline, the benchmarks and the tests share.
+For tests and benchmarks of ``ranking`` alone (the ID-only model on toy batches, sharded or
+not). Training proper goes through ``recsys.train``, whose EM3 model owns its loss.
 """
 
 from __future__ import annotations
