@@ -184,3 +184,51 @@ def test_selection_on_retention_auc_uses_uncensored_rows(tmp_path, store, truth)
     uncensored = truth.filter(pl.col("return_7d").is_not_null())
     assert d["rows"] == uncensored.height < truth.height
     assert d["decision"] == "promoted"
+
+
+def test_a_positive_gain_that_is_not_significant_is_kept(tmp_path, store, truth):
+    """Two equally noisy models: the second's gain on these rows is positive by chance. The
+    p-value alone keeps it out; with a looser alpha the same gain is promoted."""
+    _register(tmp_path, store, "ab", "base", with_predictions(truth, noise=2.5, seed=1))
+    _register(tmp_path, store, "ab", "lucky", with_predictions(truth, noise=2.5, seed=11))
+    strict = select("ab", tracking_uri=store, n_boot=300, dry_run=True)["decisions"][1]
+    assert strict["gain"] > 0  # positive, so above the default min_gain of 0
+    assert 0.05 <= strict["p_value"] < 0.5, strict
+    assert strict["decision"] == "kept" and "not significant" in strict["reason"]
+    assert strict["champion_after"] == "1"
+    loose = select("ab", tracking_uri=store, n_boot=300, dry_run=True, alpha=0.5)["decisions"][1]
+    assert loose["p_value"] == strict["p_value"]
+    assert loose["decision"] == "promoted" and loose["champion_after"] == "2"
+
+
+def test_selection_refuses_the_same_rows_with_different_truths(tmp_path, store, truth):
+    preds = with_predictions(truth, noise=1.0)
+    _register(tmp_path, store, "truths", "a", preds)
+    # The same row_ids, but five rows' labels flipped: another evaluation log.
+    flipped = preds.with_columns(
+        pl.when(pl.col("row_id") < 5).then(1 - pl.col("like")).otherwise(pl.col("like"))
+        .cast(pl.Int8).alias("like"))
+    _register(tmp_path, store, "truths", "b", flipped)
+    with pytest.raises(UsageError, match="column 'like' differs from version 1 on the same row_id"):
+        select("truths", tracking_uri=store, n_boot=50)
+    assert champion_version(MlflowClient(store), "truths") is None  # nothing changed
+
+
+def test_equally_good_models_are_promoted_at_a_rate_of_at_most_alpha():
+    """Under the null (challenger and champion equally good, independent noise) the rule
+    promotes at most alpha of the time; about half of the pairs have a positive gain by chance,
+    so a rule on the gain's sign alone would promote near 50%."""
+    from recsys.selection import _decide
+
+    rng = np.random.default_rng(7)
+    sims, alpha = 200, 0.05
+    promoted = positive = 0
+    for s in range(sims):
+        y, pa, _, users = _binormal(rng, users=100, rows=10, mu_a=0.8, mu_b=0.8)
+        pb = 0.8 * y + rng.normal(size=y.size)  # as good as pa, its own noise
+        res = paired_bootstrap(GAUC, y, pa, pb, users, n_boot=200, seed=s).to_dict()
+        positive += res["gain"] > 0
+        promoted += _decide(res, min_gain=0.0, alpha=alpha)[0] == "promoted"
+    assert positive / sims > 0.35, positive
+    # Expected ≈ alpha / 2 (one side of a two-sided test): 5 of 200; 10 is alpha.
+    assert promoted / sims <= alpha, promoted
