@@ -18,7 +18,8 @@ pre-built training batches, so data loading is not measured. Variants:
   (compiled, Inductor generates both);
 * ``plain_adamw``: the dense AdamW's per-parameter implementation instead of the fused kernel
   (``ranking.optim.fused_adam_kwargs``);
-* ``no_malloc_tuning``: glibc malloc's defaults (``recsys.perf.keep_freed_memory`` skipped);
+* ``no_malloc_tuning``: glibc malloc's defaults (``RECSYS_MALLOC_TUNING=off``, so
+  ``recsys.perf.keep_freed_memory`` leaves malloc alone);
 * ``planner_sharding``: the tables where TorchRec's planner puts them alone (row-wise for the
   item table, ``ranking.table_sharding``) instead of the world-of-one default (no table
   split: table-wise or data-parallel).
@@ -95,8 +96,6 @@ def run_case(case: dict) -> dict[str, dict]:
     from ranking.testing.tower import aten_prelu, float32_dense_tower
     from recsys.config import load_train_config
 
-    if case["process"] == "no_malloc_tuning":
-        recsys.train.keep_freed_memory = lambda: False
     overrides = [f'data.dir="{case["data"]}"', "train.threads=1", "tracking.enabled=false"]
     if case["process"] == "planner_sharding":
         overrides.append(PLANNER_ITEM_SHARDING)
@@ -110,7 +109,7 @@ def run_case(case: dict) -> dict[str, dict]:
         trainer.model.train()
         # The same parameters under PyTorch's per-parameter AdamW instead of the fused kernel.
         optimizers = {"fused": trainer.optimizer,
-                      "plain": recsys.train.build_optimizer(trainer.model, trainer.em3, cfg,
+                      "plain": recsys.train.build_optimizer(trainer.model, cfg,
                                                             fused=False)}
         ranking = trainer.em3.ranking
         batches = list(itertools.islice(trainer.loader, WARMUP + STEPS))
@@ -146,8 +145,13 @@ def run_case(case: dict) -> dict[str, dict]:
 
 
 def in_subprocess(case: dict) -> dict[str, dict]:
+    from recsys.perf import MALLOC_TUNING_ENV
+
+    env = {**os.environ}
+    if case["process"] == "no_malloc_tuning":
+        env[MALLOC_TUNING_ENV] = "off"
     proc = subprocess.run([sys.executable, __file__, "--case", json.dumps(case)], cwd=ROOT,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{case} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -21,6 +22,8 @@ from torch.utils.flop_counter import FlopCounterMode
 GPU_PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12}
 
 
+# Set to "off" to leave malloc as the process found it (per process, hence not a config key).
+MALLOC_TUNING_ENV = "RECSYS_MALLOC_TUNING"
 # glibc mallopt() parameters (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _MMAP_THRESHOLD = 32 << 20  # the largest value glibc accepts on 64-bit (HEAP_MAX_SIZE / 2)
@@ -40,10 +43,11 @@ def keep_freed_memory() -> bool:
     CPU default) allocates far fewer such temporaries, and there the two are level
     (docs/training.md, "Throughput and MFU", has the measurements). PyTorch's CPU
     tuning guide gets the same effect by preloading jemalloc or tcmalloc. The cost: the
-    process keeps up to that much freed memory for reuse. Does nothing (False) off Linux or
-    without glibc.
+    process keeps up to that much freed memory for reuse. Does nothing (False) off Linux,
+    without glibc, or when the environment says ``RECSYS_MALLOC_TUNING=off`` (e.g. with
+    jemalloc or tcmalloc preloaded, or to measure glibc's defaults).
     """
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or os.environ.get(MALLOC_TUNING_ENV) == "off":
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

@@ -76,3 +76,11 @@ def test_use_compile_modes(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match='train.compile = "on" but Inductor found no C'):
         use_compile("on", CPU)
     assert compile_unavailable(torch.device("meta")) is not None
+
+
+@glibc_linux
+def test_malloc_tuning_is_left_alone_when_the_environment_says_off(monkeypatch) -> None:
+    from recsys.perf import MALLOC_TUNING_ENV, keep_freed_memory
+
+    monkeypatch.setenv(MALLOC_TUNING_ENV, "off")
+    assert keep_freed_memory() is False
