@@ -17,7 +17,7 @@ from tests.ranking.test_model import DC, L
 
 
 def test_cpu_precision_is_checked_and_auto_follows_the_cpu():
-    with pytest.raises(ValueError, match="cpu_precision must be one of"):
+    with pytest.raises(ValueError, match="cpu_precision: must be one of"):
         RankingConfig(cpu_precision="fp16")
     assert RankingConfig(cpu_precision="auto").cpu_bf16 == native_cpu_bf16()
     assert not RankingConfig(cpu_precision="auto", content_dim=4).cpu_bf16  # content: fp32

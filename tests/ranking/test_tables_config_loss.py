@@ -101,3 +101,20 @@ def test_multitask_bce_with_every_label_censored_is_zero_not_nan():
     assert total.item() == 0.0 and torch.equal(logit.grad, torch.zeros(3))
     with pytest.raises(KeyError, match="no labels for head 'like'"):
         multitask_bce({"like": logit}, {"click": torch.zeros(3)})
+
+
+@pytest.mark.parametrize("kwargs, says", [
+    ({"embedding_dim": 0}, "embedding_dim: must be >= 1, got 0"),
+    ({"dropout": 1.0}, "dropout: must be <= 0.99, got 1.0"),
+    ({"interaction": "fm"}, "interaction: must be one of ['dcn', 'dlrm'], got 'fm'"),
+    ({"bag_pooling": "max"}, "bag_pooling: must be one of ['mean', 'sum']"),
+    ({"sparse_optimizer": "lamb"}, "sparse_optimizer: must be one of"),
+    ({"dense_lr": -1.0}, "dense_lr: must be >= 0.0"),
+])
+def test_ranking_config_checks_the_declared_choices_and_bounds(kwargs, says) -> None:
+    # The same declarations and messages as every other config section (recsys's loader).
+    from ranking.config import RankingConfig
+
+    with pytest.raises(ValueError) as err:
+        RankingConfig(**kwargs)
+    assert says in str(err.value)
