@@ -28,6 +28,7 @@ from PIL import Image
 
 from data.bags import categorical_exprs, check_categorical
 from data.errors import DataError, Problem
+from data.paths import PathRefused, resolve_inside
 from data.spec import DatasetSpec, read_spec
 from data.tables import first_row, read_table, require_columns, resolve_table_path
 from data.validate import check_id, check_label, check_text, check_unique, timestamp_seconds
@@ -75,7 +76,7 @@ def _check_categoricals(df: pl.DataFrame, path: Path, columns: list[str],
 
 def _load_items(root: Path, spec: DatasetSpec, allow_missing_media: bool) -> tuple[pl.DataFrame, list[Problem], Path]:
     s = spec.items
-    path = resolve_table_path(root, s.file)
+    path = resolve_table_path(root, s.file, "items.file")
     df = read_table(path)
     cols = [s.id, *s.text, *([s.image] if s.image else []), *s.categorical]
     problems = require_columns(df, path, cols)
@@ -112,14 +113,25 @@ def _load_items(root: Path, spec: DatasetSpec, allow_missing_media: bool) -> tup
 
 def _check_images(items: pl.DataFrame, root: Path, path: Path, column: str | None,
                   allow_missing_media: bool) -> tuple[pl.DataFrame, list[Problem]]:
-    """Resolves image paths; an unreadable image is an error unless missing media is allowed."""
+    """Resolves image paths; an unreadable image is an error unless missing media is allowed.
+
+    A path that leads outside the dataset directory (``../``, absolute, a symlink pointing
+    out) is always an error, missing media allowed or not: it is never opened
+    (docs/threat_model.md)."""
     problems: list[Problem] = []
+    escapes: list[Problem] = []
     resolved: list[str | None] = []
     for row, rel in enumerate(items["image_rel"].to_list(), start=1):
         if rel is None or rel == "":
             resolved.append(None)
             continue
-        full = (root / rel).resolve()
+        try:
+            full = resolve_inside(root, rel)
+        except PathRefused as err:
+            escapes.append(Problem(str(path), f"image path {err}; media must lie inside it",
+                                   column=column, row=row))
+            resolved.append(None)
+            continue
         reason = None
         if not full.is_file():
             reason = f"image file not found: {rel}"
@@ -134,6 +146,8 @@ def _check_images(items: pl.DataFrame, root: Path, path: Path, column: str | Non
         else:
             problems.append(Problem(str(path), reason, column=column, row=row))
             resolved.append(None)
+    if escapes:
+        raise DataError(escapes[:20])
     if problems and not allow_missing_media:
         hint = Problem(str(path), f"{len(problems)} item image(s) missing or unreadable; pass "
                        "--allow-missing-media to treat them as items without an image", column=column)
@@ -149,7 +163,7 @@ def _load_users(root: Path, spec: DatasetSpec) -> tuple[pl.DataFrame | None, Pat
     if spec.users is None:
         return None, None
     s = spec.users
-    path = resolve_table_path(root, s.file)
+    path = resolve_table_path(root, s.file, "users.file")
     df = read_table(path)
     problems = require_columns(df, path, [s.id, *s.categorical])
     if problems:
@@ -165,7 +179,7 @@ def _load_users(root: Path, spec: DatasetSpec) -> tuple[pl.DataFrame | None, Pat
 
 def _load_interactions(root: Path, spec: DatasetSpec, items: pl.DataFrame, items_path: Path) -> tuple[pl.DataFrame, Path]:
     s = spec.interactions
-    path = resolve_table_path(root, s.file)
+    path = resolve_table_path(root, s.file, "interactions.file")
     df = read_table(path)
     problems = require_columns(df, path, [s.user, s.item, s.timestamp, *s.labels, *s.categorical])
     if problems:
@@ -187,7 +201,8 @@ def _load_interactions(root: Path, spec: DatasetSpec, items: pl.DataFrame, items
     out = df.select(
         pl.int_range(pl.len(), dtype=pl.Int64).alias("row_id"),
         pl.col(s.user).alias("user_id"),
-        pl.col(s.item).cast(item_dtype).alias("item_id"),
+        # Not strict: an id the item table's type cannot hold is simply not in the item table.
+        pl.col(s.item).cast(item_dtype, strict=False).alias("item_id"),
         ts.alias("ts"),
         *[pl.col(c).cast(pl.Int8).alias(c) for c in s.labels],
         *categorical_exprs(df, s.categorical, s.multi_valued, "ctx_"),
@@ -195,7 +210,7 @@ def _load_interactions(root: Path, spec: DatasetSpec, items: pl.DataFrame, items
     out = out.join(items.select("item_id", "item_row"), on="item_id", how="left", maintain_order="left")
     row = first_row(out, pl.col("item_row").is_null())
     if row is not None:
-        raise DataError(Problem(str(path), f"item '{out['item_id'][row - 1]}' is not in the item table "
+        raise DataError(Problem(str(path), f"item '{df[s.item][row - 1]}' is not in the item table "
                                 f"({items_path.name})", column=s.item, row=row))
     return out, path
 
@@ -216,8 +231,10 @@ def dataset_fingerprint(directory: str | Path) -> str:
     root = Path(directory).resolve()
     spec = read_spec(root)
     # Same order as load_dataset: interactions, items, users.
-    sections = [spec.interactions, spec.items, *([spec.users] if spec.users else [])]
-    return _fingerprint(root / "dataset.toml", [resolve_table_path(root, s.file) for s in sections])
+    sections = {"interactions": spec.interactions, "items": spec.items,
+                **({"users": spec.users} if spec.users else {})}
+    return _fingerprint(root / "dataset.toml",
+                        [resolve_table_path(root, s.file, f"{k}.file") for k, s in sections.items()])
 
 
 def load_dataset(directory: str | Path, allow_missing_media: bool = False) -> Dataset:
@@ -231,6 +248,10 @@ def load_dataset(directory: str | Path, allow_missing_media: bool = False) -> Da
     items, media_problems, items_path = _load_items(root, spec, allow_missing_media)
     users, users_path = _load_users(root, spec)
     interactions, inter_path = _load_interactions(root, spec, items, items_path)
+    if users is not None and users["user_id"].dtype.is_integer() != interactions["user_id"].dtype.is_integer():
+        raise DataError(Problem(str(users_path), f"user ids are {users['user_id'].dtype} here but "
+                                f"{interactions['user_id'].dtype} in {inter_path.name}",
+                                column=spec.users.id))
     tables = [inter_path, items_path, *([users_path] if users_path else [])]
     return Dataset(
         root=root,

@@ -24,7 +24,13 @@ class Problem:
             where += f", column '{self.column}'"
         if self.row is not None:
             where += f", row {self.row}"
-        return f"{where}: {self.message}"
+        return one_line(f"{where}: {self.message}")
+
+
+def one_line(text: str) -> str:
+    """``text`` with control characters (a newline, a NUL inside a bad value) written as
+    escapes, so that one problem stays one line however hostile the value it quotes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class DataError(Exception):

@@ -15,6 +15,7 @@ from data.bags import BAG_DTYPE, is_bag
 from data.batch import ITEM_FEATURE, RETENTION_LABELS, USER_FEATURE, FeatureLayout
 from data.coldstart import add_cold_flags
 from data.dataset import Dataset
+from data.errors import DataError, Problem
 from data.prior_rate import (
     ITEM_LOGIT_FEATURE,
     ITEM_PRIOR_FEATURES,
@@ -122,7 +123,7 @@ def _join_side_features(dataset: Dataset) -> pl.DataFrame:
     return inter
 
 
-def _split(frame: pl.DataFrame, config: PrepareConfig) -> pl.DataFrame:
+def _split(frame: pl.DataFrame, config: PrepareConfig, dataset: Dataset) -> pl.DataFrame:
     """Adds ``split``; rows of the last ``tail_days`` days are ``"tail"`` (see PrepareConfig)."""
 
     def split(f: pl.DataFrame) -> pl.DataFrame:
@@ -138,9 +139,12 @@ def _split(frame: pl.DataFrame, config: PrepareConfig) -> pl.DataFrame:
     last_day = frame.select(day.max()).item()
     in_tail = day > last_day - config.tail_days
     head = frame.filter(~in_tail)
-    if head.height == 0:
-        raise ValueError(f"tail_days={config.tail_days} leaves no rows before the tail "
-                         f"(the log spans {last_day - frame.select(day.min()).item() + 1} days)")
+    if head.height == 0:  # a property of the data (its time span), so a DataError
+        spec = dataset.spec.interactions
+        raise DataError(Problem(str(dataset.root / spec.file), f"data.tail_days={config.tail_days} "
+                                "leaves no rows before the tail (the log spans "
+                                f"{last_day - frame.select(day.min()).item() + 1} days)",
+                                column=spec.timestamp))
     tail = frame.filter(in_tail).with_columns(pl.lit("tail").alias("split"))
     return pl.concat([split(head), tail], how="vertical_relaxed").sort("row_id")
 
@@ -171,7 +175,7 @@ def prepare(dataset: Dataset, config: PrepareConfig | None = None,
     """
     config = config or PrepareConfig()
     frame = _join_side_features(dataset)
-    frame = _split(frame, config)
+    frame = _split(frame, config, dataset)
     frame = add_history(frame, dataset.primary_label, config.max_history)
     if config.prior_rate:
         frame = add_prior_rate(frame, dataset.primary_label)

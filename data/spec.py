@@ -146,7 +146,58 @@ def parse_spec(text: str) -> DatasetSpec:
         problems.append(Problem(SPEC_FILE, "[interactions] needs at least one label", column="interactions.labels"))
     if problems:
         raise DataError(problems)
-    return DatasetSpec(name=str(name), interactions=inter, items=items, users=users)
+    spec = DatasetSpec(name=str(name), interactions=inter, items=items, users=users)
+    problems = _check_columns(spec)
+    if problems:
+        raise DataError(problems)
+    return spec
+
+
+# Columns the canonical and derived interaction frames hold besides the labels (docs/design.md
+# §4.3-4.5; tests/data/test_hostile_input.py checks this against what ``prepare`` derives). A
+# label keeps its own name there, so it must not be one of these.
+RESERVED_COLUMNS = frozenset({
+    "row_id", "user_id", "item_id", "ts", "item_row", "split", "user_key", "hist_rows",
+    "cold_item", "cold_user", "return_7d", "return_14d", "lt7", "lt14", "prior_logit",
+    "prior_rate", "prior_rows", "prior_item_logit", "prior_item_rate", "prior_item_rows"})
+RESERVED_PREFIXES = ("_", "idx_", "pred_")
+
+
+def _check_columns(spec: DatasetSpec) -> list[Problem]:
+    """Each column has one role: no list names a column twice, user, item, timestamp and the
+    labels are different columns, a label is not also a feature (the model would read the
+    answer), and no label takes a name the derived frames use."""
+    problems = []
+    sections = {"interactions": spec.interactions, "items": spec.items, "users": spec.users}
+    for section, sec in sections.items():
+        for key in ("labels", "text", "categorical"):
+            values = getattr(sec, key, None) or []
+            for column in {c for c in values if values.count(c) > 1}:
+                problems.append(Problem(SPEC_FILE, f"column '{column}' is listed twice in "
+                                        f"[{section}] {key}", column=f"{section}.{key}"))
+    inter = spec.interactions
+    roles: dict[str, str] = {}
+    for role, column in [("user", inter.user), ("item", inter.item), ("timestamp", inter.timestamp),
+                         *(("labels", label) for label in dict.fromkeys(inter.labels))]:
+        if column in roles:
+            problems.append(Problem(SPEC_FILE, f"column '{column}' is both the {roles[column]} and "
+                                    f"the {role} of [interactions]; each needs its own column",
+                                    column=f"interactions.{role}"))
+        roles.setdefault(column, role if role != "labels" else "label")
+    features = {f"{prefix}{c}" for prefix, sec in (("ctx_", inter), ("item_", spec.items),
+                                                   ("user_", spec.users)) if sec is not None
+                for c in sec.categorical}
+    for label in dict.fromkeys(inter.labels):
+        if label in inter.categorical:
+            problems.append(Problem(SPEC_FILE, f"label '{label}' is also a categorical feature; "
+                                    "the model would read the answer", column="interactions.categorical"))
+        if label in RESERVED_COLUMNS or label.startswith(RESERVED_PREFIXES) or label in features:
+            problems.append(Problem(SPEC_FILE, f"label '{label}' takes a name the toolkit derives "
+                                    f"itself ({', '.join(sorted(RESERVED_COLUMNS))}, a feature's "
+                                    "ctx_/item_/user_ name, or a name starting with "
+                                    f"{', '.join(RESERVED_PREFIXES)}); rename the column",
+                                    column="interactions.labels"))
+    return problems
 
 
 def read_spec(directory: Path) -> DatasetSpec:
@@ -157,7 +208,15 @@ def read_spec(directory: Path) -> DatasetSpec:
     if not path.is_file():
         raise DataError(Problem(str(path), f"missing file: a dataset directory needs a {SPEC_FILE}"))
     try:
-        return parse_spec(path.read_text(encoding="utf-8"))
+        if not path.resolve().is_relative_to(Path(directory).resolve()):
+            raise DataError(Problem(SPEC_FILE, "is a link that leads outside the dataset directory"))
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(Problem(SPEC_FILE, f"not UTF-8 text ({exc.reason} at byte {exc.start})")) from None
+        except OSError as exc:
+            raise DataError(Problem(SPEC_FILE, f"cannot read: {exc.strerror or exc}")) from None
+        return parse_spec(text)
     except DataError as err:
         # Name the real path rather than the bare file name.
         raise DataError([Problem(str(path), p.message, p.column, p.row) for p in err.problems]) from None

@@ -7,21 +7,32 @@ from pathlib import Path
 import polars as pl
 
 from data.errors import DataError, Problem
+from data.paths import PathRefused, resolve_inside
+from data.spec import SPEC_FILE
 
 
-def resolve_table_path(root: Path, name: str) -> Path:
-    """Finds ``name`` in ``root``; a Parquet name may be given as CSV with the same stem and back.
+def resolve_table_path(root: Path, name: str, key: str) -> Path:
+    """Finds table ``name`` in ``root``; a Parquet name may be given as CSV with the same stem and
+    back. ``key`` is the ``dataset.toml`` key that names it (``interactions.file``).
 
-    Raises DataError when neither exists.
+    Raises DataError when neither exists, or when the name leads outside ``root`` (symlinks
+    followed; docs/threat_model.md).
     """
-    path = root / name
-    if path.is_file():
-        return path
-    for ext in (".parquet", ".csv"):
-        alt = path.with_suffix(ext)
-        if alt.is_file():
-            return alt
-    raise DataError(Problem(str(path), "missing file (named in dataset.toml)"))
+    spec_file = str(root / SPEC_FILE)
+    try:
+        path = resolve_inside(root, name)
+        if path.is_file():
+            return path
+        for ext in (".parquet", ".csv"):
+            alt = resolve_inside(root, str(Path(name).with_suffix(ext)))
+            if alt.is_file():
+                return alt
+    except PathRefused as err:
+        raise DataError(Problem(spec_file, f"table file {err}; tables must lie inside it",
+                                column=key)) from None
+    except ValueError:  # with_suffix of a name without a stem ("." or "dir/")
+        pass
+    raise DataError(Problem(str(root / name), f"missing file (named in dataset.toml, {key})"))
 
 
 def read_table(path: Path) -> pl.DataFrame:

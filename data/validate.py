@@ -50,32 +50,54 @@ def check_label(df: pl.DataFrame, path: Path, col: str) -> list[Problem]:
 def timestamp_seconds(df: pl.DataFrame, path: Path, col: str) -> tuple[pl.Series | None, list[Problem]]:
     """Converts a timestamp column to Int64 seconds since the epoch.
 
-    Accepts integer seconds, a datetime/date column, or ISO-8601 strings.
+    Accepts integer seconds (also as text, as a CSV column with one stray word reads), whole
+    float seconds, a datetime/date column, or ISO-8601 strings.
     """
     s = df[col]
     dtype = s.dtype
     if s.null_count():
         return None, [Problem(str(path), "null timestamp", column=col, row=first_row(df, pl.col(col).is_null()))]
     if is_integer(dtype):
-        return s.cast(pl.Int64), []
+        seconds = s.cast(pl.Int64, strict=False)  # a UInt64 beyond Int64 becomes null
+        row = first_row(pl.DataFrame({"s": seconds}), pl.col("s").is_null())
+        if row is not None:
+            return None, [Problem(str(path), f"timestamp {s[row - 1]} is out of range", column=col, row=row)]
+        return seconds, []
     if dtype.is_float():
-        if (s != s.floor()).any():
-            row = first_row(df, pl.col(col) != pl.col(col).floor())
-            return None, [Problem(str(path), "timestamp must be whole seconds", column=col, row=row)]
+        bad = ~pl.col(col).is_finite() | (pl.col(col) != pl.col(col).floor()) | (pl.col(col).abs() >= 2.0**62)
+        row = first_row(df, bad)
+        if row is not None:
+            return None, [Problem(str(path), f"timestamp must be whole seconds, found {s[row - 1]}",
+                                  column=col, row=row)]
         return s.cast(pl.Int64), []
     if isinstance(dtype, pl.Datetime):
         return s.dt.epoch("s").cast(pl.Int64), []
     if dtype == pl.Date:
         return s.cast(pl.Datetime("ms")).dt.epoch("s").cast(pl.Int64), []
     if dtype == pl.String:
-        parsed = s.str.to_datetime(strict=False, time_zone=None)
-        if parsed.null_count():
-            row = int(parsed.is_null().arg_true()[0]) + 1
-            return None, [Problem(str(path), f"unparsable timestamp '{s[row - 1]}' "
-                                  "(use integer seconds or ISO-8601)", column=col, row=row)]
-        return parsed.dt.epoch("s").cast(pl.Int64), []
+        return _text_timestamps(s, path, col)
     return None, [Problem(str(path), f"timestamp must be integer seconds, datetime or ISO-8601 string, found {dtype}",
                           column=col)]
+
+
+def _text_timestamps(s: pl.Series, path: Path, col: str) -> tuple[pl.Series | None, list[Problem]]:
+    """Text timestamps: integer seconds when the first one is, else ISO-8601; the first value
+    that is not of that kind is reported with its row."""
+    as_int = s.str.strip_chars().cast(pl.Int64, strict=False)
+    if as_int[0] is not None:
+        kind, seconds = "integer seconds", as_int
+    else:
+        kind = "ISO-8601"
+        try:
+            # polars infers one format from the values; it raises when it finds none.
+            seconds = s.str.to_datetime(strict=False, time_zone=None).dt.epoch("s").cast(pl.Int64)
+        except pl.exceptions.PolarsError:
+            seconds = pl.Series([None] * len(s), dtype=pl.Int64)
+    if seconds.null_count():
+        row = int(seconds.is_null().arg_true()[0]) + 1
+        return None, [Problem(str(path), f"unparsable timestamp '{s[row - 1]}' (the column reads as "
+                              f"{kind}; use integer seconds or ISO-8601 throughout)", column=col, row=row)]
+    return seconds, []
 
 
 def check_unique(df: pl.DataFrame, path: Path, col: str) -> list[Problem]:

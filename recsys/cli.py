@@ -12,7 +12,7 @@ import os
 import sys
 import warnings
 
-from data.errors import DataError
+from data.errors import DataError, one_line
 from recsys.commands import COMMANDS
 from recsys.errors import UsageError
 
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, UsageError) as err:
         problems = getattr(err, "problems", None) or [str(err)]
         for p in problems:
-            print(f"error: {p}", file=sys.stderr)
+            print(f"error: {one_line(str(p))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
