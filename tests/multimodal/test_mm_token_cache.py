@@ -230,3 +230,84 @@ def test_content_encoder_reads_the_cache_and_image_less_items_get_finite_embeddi
     assert torch.isfinite(t).all() and torch.isfinite(h).all()
     assert not torch.allclose(t[0], t[2]) and not torch.allclose(t[1], t[2])
     torch.testing.assert_close(h[0, 0], t[0])  # adapters start at zero: same as the target path
+
+
+def _edit_items(root: Path, edit) -> None:
+    items = pl.read_parquet(root / "items.parquet")
+    edit(items).write_parquet(root / "items.parquet")
+
+
+ITEM_EDITS = {
+    "edited_title": lambda items: items.with_columns(
+        pl.when(pl.col("item_id") == 100).then(pl.lit("Item number zero")).otherwise(pl.col("title"))
+        .alias("title")),
+    "added_item": lambda items: pl.concat([items, pl.DataFrame(
+        {"item_id": [107], "title": ["Item number 7"], "genres": ["drama"], "poster": ["img/0.png"]})]),
+    "reordered_items": lambda items: items.reverse(),
+}
+
+
+@pytest.mark.parametrize("edit", list(ITEM_EDITS))
+def test_an_item_table_change_makes_the_cache_stale(built, tmp_path, edit):
+    """Row i of the cache is item_row i: a new title, one more item or the same items in
+    another order all make the cached rows wrong, and the cache is refused."""
+    root = tmp_path / "ds"
+    shutil.copytree(built[0], root, ignore=shutil.ignore_patterns(".cache"))
+    out = build_token_cache(root, tokens=TOKENS, batch_size=4, progress=False)
+    before = content_fingerprint(load_dataset(root).items)
+    _edit_items(root, ITEM_EDITS[edit])
+    new = load_dataset(root)
+    assert content_fingerprint(new.items) != before
+    with pytest.raises(DataError, match="stale or mismatched token cache: item table/media"):
+        TokenCache.for_dataset(new, tokens=TOKENS)
+    with pytest.raises(DataError, match="existing token cache does not match: item table/media"):
+        build_token_cache(new, out, tokens=TOKENS, progress=False)
+
+
+def test_a_changed_encoder_is_refused_and_gets_a_cache_of_its_own(tmp_path):
+    """An encoder is identified by its content (here a vector file): new vectors under the
+    same file name are another encoder, refused for an existing cache directory, and the
+    default directory of the new settings is another one."""
+    root = write_dataset(tmp_path / "ds")
+    vectors = root / "image_feat.npy"
+    np.save(vectors, np.random.default_rng(0).normal(size=(110, 4)).astype(np.float32))
+    out = build_token_cache(root, vision=str(vectors), tokens=TOKENS, progress=False)
+    assert out == default_cache_dir(root, str(vectors), "tiny", TOKENS)
+    np.save(vectors, np.random.default_rng(1).normal(size=(110, 4)).astype(np.float32))
+    assert default_cache_dir(root, str(vectors), "tiny", TOKENS) != out
+    with pytest.raises(DataError, match="vision encoder: cache has vectors .* expected vectors"):
+        build_token_cache(root, out, vision=str(vectors), tokens=TOKENS, progress=False)
+    with pytest.raises(DataError, match="stale or mismatched token cache: vision encoder"):
+        TokenCache.open(out, expect_settings=cache_settings(str(vectors), "tiny", TOKENS))
+    # Another text encoder for the same directory is named too.
+    with pytest.raises(DataError, match="text encoder: cache has tiny 'tiny'"):
+        TokenCache.open(out, expect_settings=cache_settings(str(vectors), str(vectors), TOKENS))
+
+
+def test_new_interactions_and_a_moved_dataset_keep_the_cache(built, tmp_path):
+    """Promises of the fingerprint: interactions are not item content, and paths are not
+    hashed, so neither a longer log nor a moved dataset directory re-encodes anything."""
+    root = tmp_path / "ds"
+    shutil.copytree(built[0], root, ignore=shutil.ignore_patterns(".cache"))
+    out = build_token_cache(root, tokens=TOKENS, progress=False)
+    reference = TokenCache.open(out)
+    stamp = (out / "vision.f16").stat().st_mtime_ns
+
+    inter = pl.read_parquet(root / "interactions.parquet")
+    pl.concat([inter, inter.with_columns(pl.col("timestamp") + 100)]).write_parquet(
+        root / "interactions.parquet")
+    longer = load_dataset(root)
+    assert longer.interactions.height == 2 * inter.height
+    assert TokenCache.for_dataset(longer, tokens=TOKENS).fingerprint == reference.fingerprint
+    assert build_token_cache(longer, tokens=TOKENS, progress=False) == out
+    assert (out / "vision.f16").stat().st_mtime_ns == stamp  # nothing re-encoded
+
+    moved = tmp_path / "elsewhere" / "ds"
+    moved.parent.mkdir()
+    shutil.move(root, moved)
+    dataset = load_dataset(moved)
+    assert dataset.items["image"][0].startswith(str(moved))  # paths did change
+    cache = TokenCache.for_dataset(dataset, tokens=TOKENS)
+    assert cache.path == default_cache_dir(moved, "tiny", "tiny", TOKENS)
+    for key in ("vision", "vision_mask", "text", "text_mask"):
+        assert torch.equal(getattr(cache, key), getattr(reference, key)), key
