@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -74,6 +75,31 @@ CASES = [
      ["items.parquet", "column 'img'", "row 3", "unreadable image images/3.png"]),
     ("item_id_type_mismatch", _with("interactions", lambda d: d.with_columns(pl.col("iid").cast(pl.String))),
      SPEC, None, ["interactions.parquet", "column 'iid'", "item ids are String here but Int64"]),
+    ("null_label", _with("interactions", _set_row("like", 3, None)), SPEC, None,
+     ["interactions.parquet", "column 'like'", "row 4", "label must be 0 or 1, found None"]),
+    ("null_boolean_label",
+     _with("interactions", lambda d: d.with_columns(pl.col("click").cast(pl.Boolean)).pipe(_set_row("click", 5, None))),
+     SPEC, None, ["interactions.parquet", "column 'click'", "row 6", "label is null"]),
+    ("fractional_timestamp",
+     _with("interactions", lambda d: d.with_columns(pl.col("ts").cast(pl.Float64)).pipe(_set_row("ts", 2, 1_700_000_000.5))),
+     SPEC, None, ["interactions.parquet", "column 'ts'", "row 3", "timestamp must be whole seconds"]),
+    ("wrong_dtype_timestamp", _with("interactions", lambda d: d.with_columns(pl.col("ts") > 0)), SPEC, None,
+     ["interactions.parquet", "column 'ts'", "timestamp must be integer seconds, datetime or ISO-8601 string, found Boolean"]),
+    ("wrong_dtype_text", _with("items", lambda d: d.with_columns(pl.col("title").str.split(" "))), SPEC, None,
+     ["items.parquet", "column 'title'", "text column must be string, found List(String)"]),
+    ("wrong_dtype_image", _with("items", lambda d: d.with_columns(pl.col("img").str.len_chars())), SPEC, None,
+     ["items.parquet", "column 'img'", "image column must be a string path, found UInt32"]),
+    ("spec_missing_section", None, SPEC.split("[items]")[0] + "[users]" + SPEC.split("[users]")[1], None,
+     ["dataset.toml", "missing section [items]"]),
+    ("spec_missing_key", None, SPEC.replace('user = "uid"\n', ""), None,
+     ["dataset.toml", "missing key 'user' in [interactions]"]),
+    ("spec_no_labels", None, SPEC.replace('labels = ["click", "like"]', "labels = []"), None,
+     ["dataset.toml", "[interactions] needs at least one label"]),
+    ("spec_wrong_type", None, SPEC.replace('timestamp = "ts"', "timestamp = 3"), None,
+     ["dataset.toml", "'timestamp' in [interactions] must be a string"]),
+    ("spec_multi_valued_not_categorical", None,
+     SPEC.replace('categorical = ["brand"]', 'categorical = ["brand"]\nmulti_valued = { title = "|" }'), None,
+     ["dataset.toml", "multi-valued column 'title' in [items] must also be listed in 'categorical'"]),
 ]
 
 
@@ -152,3 +178,45 @@ def test_cli_process_exits_2_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "column 'like', row 1: label must be 0 or 1, found 5" in proc.stderr
+
+
+def test_boolean_labels_and_datetime_or_date_timestamps_are_accepted(tmp_path):
+    base = load_dataset(write_dataset(tmp_path / "base")).interactions
+    seconds = tiny_tables()["interactions"]["ts"]
+    as_datetime = _with("interactions", lambda d: d.with_columns(
+        pl.from_epoch("ts", time_unit="s").cast(pl.Datetime("us")),
+        pl.col("click").cast(pl.Boolean), pl.col("like").cast(pl.Boolean)))
+    ds = load_dataset(write_dataset(tmp_path / "datetime", as_datetime))
+    assert ds.interactions["ts"].dtype == pl.Int64
+    assert ds.interactions["ts"].to_list() == seconds.to_list()
+    for label in ("click", "like"):  # True/False read as 1/0
+        assert ds.interactions[label].to_list() == base[label].to_list()
+    as_date = _with("interactions", lambda d: d.with_columns(pl.from_epoch("ts", time_unit="s").dt.date()))
+    days = load_dataset(write_dataset(tmp_path / "date", as_date)).interactions["ts"]
+    assert days.to_list() == (seconds // 86_400 * 86_400).to_list()  # midnight of each day
+
+
+def test_fingerprint_changes_with_every_input_and_not_with_the_location(tmp_path):
+    """The fingerprint a run records stands for its data: any changed table or spec changes
+    it, a copy of the same files elsewhere does not."""
+    root = write_dataset(tmp_path / "ds")
+    reference = load_dataset(root).fingerprint
+    copy = tmp_path / "elsewhere" / "ds"
+    copy.parent.mkdir()
+    shutil.copytree(root, copy)
+    assert load_dataset(copy).fingerprint == dataset_fingerprint(copy) == reference
+
+    changes = {
+        "one label": ("interactions", _set_row("click", 0, 1 - tiny_tables()["interactions"]["click"][0])),
+        "one title": ("items", _set_row("title", 2, "another title")),
+        "one user attribute": ("users", _set_row("region", 1, "n")),
+    }
+    seen = {reference}
+    for what, (table, change) in changes.items():
+        changed = write_dataset(tmp_path / what, _with(table, change))
+        fingerprint = load_dataset(changed).fingerprint
+        assert fingerprint == dataset_fingerprint(changed)
+        assert fingerprint not in seen, what
+        seen.add(fingerprint)
+    renamed = write_dataset(tmp_path / "spec", spec=SPEC.replace('name = "tiny"', 'name = "tiny2"'))
+    assert dataset_fingerprint(renamed) not in seen
