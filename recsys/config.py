@@ -152,7 +152,7 @@ class TrainSection:
     eval_batch_size: int = field(default=2048, metadata=_min(1))
     seed: int = 0
     patience: int = field(default=1, metadata=_min(0))  # epochs without improvement before stopping
-    early_stop_metric: str = "auc"  # of the primary label on valid: auc | gauc | logloss
+    early_stop_metric: Literal["auc", "gauc", "logloss"] = "auc"  # of the primary label on valid
     checkpoint_every: int = field(default=100, metadata=_min(0))  # steps; 0 = end of epoch only
     max_steps_per_epoch: int = field(default=0, metadata=_min(0))  # 0 = the whole epoch
     # torch intra-op CPU threads per process; 0 = torch's default (one per core). 1 is the
