@@ -50,3 +50,18 @@ def test_the_headline_gives_each_gap_with_its_interval() -> None:
         "-0.0020 [-0.0120, +0.0080] | – | +0.0010 [-0.0090, +0.0110] |",
         "| ml | `em3 + real towers` − `id_only` | +0.0010 [-0.0090, +0.0110] | "
         "+0.0060 [-0.0040, +0.0160] | +0.0300 [+0.0200, +0.0400] | – |"]
+
+
+def test_results_recorded_with_overrides_get_their_own_labelled_rows(tmp_path) -> None:
+    import json
+
+    gap = {"gain": 0.01, "ci_low": -0.01, "ci_high": 0.02}
+    peers = {"command": 'python benchmarks/peers.py --seeds 3 --set data.split="user_time"',
+             "paired": {"movielens": {"champion": "FuxiCTR DNN", "auc": gap, "gauc": gap}}}
+    (tmp_path / "peers-set-abc.json").write_text(json.dumps(peers))
+    (tmp_path / "peers.json").write_text(json.dumps({"command": "python benchmarks/peers.py"}))
+    variants = rr.set_variants(tmp_path)
+    assert variants == [("data.split=user_time", peers, None)]  # no quality-set-abc.json yet
+    rows = rr.headline({}, {}, variants).splitlines()
+    assert any(r.startswith("| movielens (data.split=user_time) | `id_only` − FuxiCTR DNN | "
+                            "+0.0100 [-0.0100, +0.0200]") for r in rows)
