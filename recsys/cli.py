@@ -1,7 +1,8 @@
 """The ``recsys`` command line: one subcommand module per job under ``recsys/commands``.
 
-Every bad-input error (``DataError``, ``ConfigError``) is printed as one line per problem on
-stderr with exit status 2 and no traceback; other exceptions are real bugs and keep theirs.
+Every bad-input error (``DataError``, ``UsageError``, and ``CheckpointLoadError`` for a
+checkpoint that does not fit or is refused) is printed as one line per problem on stderr with
+exit status 2 and no traceback; other exceptions are real bugs and keep theirs.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 import warnings
 
 from data.errors import DataError, one_line
+from ranking.checkpoint_errors import CheckpointLoadError
 from recsys.commands import COMMANDS
 from recsys.errors import UsageError
 
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_library_noise()
     try:
         return int(args.func(args) or 0)
-    except (DataError, UsageError) as err:
+    except (DataError, UsageError, CheckpointLoadError) as err:
         problems = getattr(err, "problems", None) or [str(err)]
         for p in problems:
             print(f"error: {one_line(str(p))}", file=sys.stderr)

@@ -25,7 +25,12 @@ from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from data.dataset import load_dataset
 from data.loader import BatchLoader
 from data.prepare import prepare
-from ranking.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from ranking.checkpoint import (
+    CheckpointLoadError,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from ranking.dist import DistEnv, process_group
 from ranking.optim import dense_optimizer, dense_parameters
 from recsys import rundir
@@ -64,12 +69,20 @@ def seed_everything(seed: int) -> None:
 
 
 def _rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The RNG states as JSON lists and a tensor: a checkpoint holds no pickles
+    (docs/threat_model.md)."""
+    version, keys, gauss = random.getstate()
+    name, np_keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": [version, list(keys), gauss],
+            "numpy": [name, np_keys.tolist(), int(pos), int(has_gauss), float(cached)],
+            "torch": torch.get_rng_state()}
 
 
 def _set_rng_state(s: dict[str, Any]) -> None:
-    random.setstate(s["python"])
-    np.random.set_state(s["numpy"])
+    version, keys, gauss = s["python"]
+    random.setstate((version, tuple(keys), gauss))
+    name, np_keys, pos, has_gauss, cached = s["numpy"]
+    np.random.set_state((name, np.asarray(np_keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(s["torch"])
 
 
@@ -201,8 +214,12 @@ class Trainer:
         if path is None:
             return False
         extra = load_checkpoint(path, self.model, self.optimizer)
-        self.state = TrainState(**extra["state"])
-        _set_rng_state(extra["rng"])
+        try:
+            self.state = TrainState(**extra["state"])
+            _set_rng_state(extra["rng"])
+        except (KeyError, TypeError, ValueError) as err:  # a checkpoint someone else wrote
+            raise CheckpointLoadError(f"{path}: not the training state of a run "
+                                      f"({type(err).__name__}: {err})") from None
         if self.env.is_main:
             # history.jsonl may hold epochs finished after this checkpoint: the state's copy
             # is the truth, and those epochs will be trained again.
