@@ -8,9 +8,10 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from data.batch import HISTORY_FEATURE, ITEM_FEATURE, FeatureLayout
+from data.batch import HISTORY_FEATURE, ITEM_FEATURE, USER_FEATURE, FeatureLayout
 from ranking.archs import DCNInteraction, DINAttention, DLRMInteraction
 from ranking.config import RankingConfig
+from ranking.loss import multitask_bce
 from ranking.model import RankingModel
 from ranking.testing.toy_data import ToyWorld, make_batch, random_batch
 from ranking.testing.train import predict, train_step
@@ -269,17 +270,92 @@ def test_toy_batches_follow_the_batch_contract():
     assert censored.any() and (batch.labels["return_7d"][censored] == 0).all()
 
 
+def _item_rate_auc(train: list, test: list) -> float:
+    """Test AUC of the baseline that knows only each item's click rate on the training rows
+    (Laplace-smoothed): what a per-item bias alone scores."""
+    items = torch.cat([b.target_item_rows for b in train])
+    clicks = torch.cat([b.labels["click"] for b in train])
+    n = int(items.max()) + 1
+    rate = (torch.zeros(n).index_add_(0, items, clicks) + 1) / (torch.bincount(items, minlength=n) + 2)
+    test_items = torch.cat([b.target_item_rows for b in test])
+    return roc_auc_score(torch.cat([b.labels["click"] for b in test]).numpy(),
+                         rate[test_items].numpy())
+
+
 def test_plain_baseline_learns_the_planted_signal():
     world = toy_world()
     torch.manual_seed(0)
     model = RankingModel(world.layout, RankingConfig(embedding_dim=8, over_arch=(32,)))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for batch in world.batches(12_000, 256, seed=1):
+    train = world.batches(12_000, 256, seed=1)
+    for batch in train:
         train_step(model, optimizer, batch)
     test = world.batches(3000, 1000, seed=2)
     scores = predict(model, test)["click"]
     labels = torch.cat([b.labels["click"] for b in test])
-    assert roc_auc_score(labels.numpy(), scores.numpy()) > 0.6
+    auc = roc_auc_score(labels.numpy(), scores.numpy())
+    assert auc > 0.6
+    # At least what the items' own click rates on the same rows score (the planted item bias;
+    # ~0.64 here). On 12k rows the ID-only model learns no more than that: the history signal
+    # needs the content test below.
+    assert auc >= _item_rate_auc(train, test), auc
+
+
+def _group_content_batches(world, rows: int, seed: int, history: bool) -> list:
+    """``world.batches`` with every user ID replaced by a random one, so that only the history
+    tells a user's favourite group; ``history=False`` empties every history."""
+    g = torch.Generator().manual_seed(100 + seed)
+    layout, out = world.layout, []
+    for b in world.batches(rows, 256 if seed == 1 else 1000, seed=seed):
+        n = b.size
+        pooled = dict(zip(layout.pooled, b.pooled.values().split(n), strict=True))
+        pooled[USER_FEATURE] = torch.randint(1, layout.pooled[USER_FEATURE], (n,), generator=g)
+        lengths = b.hist_mask.sum(1) if history else torch.zeros(n, dtype=torch.long)
+        out.append(make_batch(layout, pooled, b.target_item_rows, b.hist_item_rows, lengths,
+                              b.labels, b.label_masks, row_id=b.row_id))
+    return out
+
+
+def test_din_over_history_content_learns_what_no_item_bias_knows():
+    """The toy world's click depends on the item bias and on the share of the history in the
+    target's group. Each item's content is its group (one-hot through a trained linear tower);
+    user IDs are hidden, so only the DIN attention over the history can find the share. With
+    the history, the model beats both the items' click rates and itself trained and scored
+    without any history."""
+    world = toy_world()
+    groups = torch.nn.functional.one_hot(world.item_group).float()  # item row -> its group
+
+    def fit_and_score(history: bool) -> tuple[float, list, list]:
+        train = _group_content_batches(world, 36_000, seed=1, history=history)
+        test = _group_content_batches(world, 3000, seed=2, history=history)
+        torch.manual_seed(0)
+        tower = torch.nn.Linear(groups.shape[1], 8)
+        model = RankingModel(world.layout, RankingConfig(embedding_dim=8, over_arch=(32,),
+                                                         content_dim=8, cpu_precision="fp32"))
+        optimizer = torch.optim.Adam([*tower.parameters(), *model.parameters()], lr=1e-2)
+
+        def forward(batch):
+            return model(batch, tower(groups[batch.target_item_rows]),
+                         tower(groups[batch.hist_item_rows]))
+
+        for batch in train:
+            loss, _ = multitask_bce(forward(batch).logits, batch.labels, batch.label_masks)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            scores = torch.cat([torch.sigmoid(forward(b).logits["click"]) for b in test])
+        labels = torch.cat([b.labels["click"] for b in test])
+        return roc_auc_score(labels.numpy(), scores.numpy()), train, test
+
+    with_history, train, test = fit_and_score(history=True)
+    without_history, _, _ = fit_and_score(history=False)
+    item_rate = _item_rate_auc(train, test)
+    # Measured: ~0.705 with history, ~0.673 without, ~0.680 for the item rates (the true
+    # p(click) would score ~0.76).
+    assert with_history > item_rate + 0.015, (with_history, item_rate)
+    assert with_history > without_history + 0.02, (with_history, without_history)
 
 
 def _grads_of(model: RankingModel, loss: torch.Tensor) -> dict[str, float]:
