@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import polars as pl
@@ -253,9 +252,7 @@ def test_every_column_problem_is_reported_in_one_run(tmp_path: Path) -> None:
 def test_real_movielens_small(tmp_path: Path) -> None:
     if not (REAL / "ratings.csv").is_file():
         pytest.skip(f"real MovieLens copy not present at {REAL}")
-    started = time.perf_counter()
     out = prepare_movielens(REAL, tmp_path / "ml", posters=REAL / "posters", log=None)
-    seconds = time.perf_counter() - started
     report = json.loads((out / REPORT_FILE).read_text())
     assert (report["rows"], report["users"]) == (100836, 610)
     assert report["items"] == pl.read_csv(REAL / "movies.csv").height
@@ -264,7 +261,6 @@ def test_real_movielens_small(tmp_path: Path) -> None:
     ds = load_dataset(out)
     assert ds.interactions.height == 100836
     assert ds.items["image"].null_count() == ds.items.height - report["items_with_poster"]
-    assert seconds < 15
     # `recsys data check` reports the same poster coverage of ratings.
     from data.summary import summarize
 

@@ -126,6 +126,7 @@ def test_dcn_cross_layers_follow_the_dcnv2_formula():
 
 
 def test_dlrm_interaction_appends_every_pairwise_dot_product():
+    torch.manual_seed(0)
     x = torch.randn(2, 4, 3)
     out = DLRMInteraction(num_features=4, dim=3)(x)
     assert out.shape == (2, 4 * 3 + 6)
@@ -136,6 +137,7 @@ def test_dlrm_interaction_appends_every_pairwise_dot_product():
 
 
 def test_content_arguments_are_checked():
+    torch.manual_seed(0)
     world = toy_world()
     batch = world.batches(8, 8, seed=0)[0]
     id_only = RankingModel(world.layout, RankingConfig(embedding_dim=4))
@@ -375,6 +377,7 @@ def test_retention_heads_on_the_shared_tower_by_default():
 
 
 def test_retention_own_tower_trains_the_user_embedding_and_its_mlp_not_the_click_tower():
+    torch.manual_seed(0)
     world = toy_world()
     model = RankingModel(world.layout, RankingConfig(embedding_dim=8, over_arch=(16,),
                                                      retention_own_tower=True))

@@ -51,6 +51,7 @@ def test_rows_of_the_same_user_are_not_negatives():
 
 
 def test_fewer_than_two_rows_give_zero_with_a_graph_and_gradients_reach_inputs():
+    torch.manual_seed(0)
     loss = InterestContrastive(6, proj_dim=5)
     target = torch.randn(5, 6, requires_grad=True)
     hist = torch.randn(5, 3, 6, requires_grad=True)
