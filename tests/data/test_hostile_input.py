@@ -316,7 +316,7 @@ def assert_success_or_one_line_per_problem(root: Path, args: list[str]) -> None:
     assert snapshot(root.parent) == before, "no output, half-written or whole"
 
 
-@settings(max_examples=60, deadline=timedelta(seconds=10), derandomize=True,
+@settings(max_examples=150, deadline=timedelta(seconds=10), derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(mutations=st.lists(MUTATIONS, min_size=1, max_size=3), allow_missing_media=st.booleans())
 def test_corrupted_datasets_succeed_or_exit_2_naming_the_culprit(mutations, allow_missing_media):
