@@ -9,6 +9,8 @@ import signal
 import subprocess
 import time
 
+import numpy as np
+import polars as pl
 import pytest
 import torch
 
@@ -165,3 +167,16 @@ def test_two_process_torchrun_training_writes_metrics(world, tmp_path):
     # Both ranks wrote their shards of each checkpoint.
     step = sorted((out / "checkpoints").glob("step_*"))[-1]
     assert json.loads((step / "meta.json").read_text())["world_size"] == 2
+    # Row by row, the two ranks' test scores are what one process scores with the same best
+    # checkpoint: a score gathered onto another row would not be.
+    from recsys.evaluate import evaluate
+
+    one = evaluate(out, world, out=tmp_path / "one-process", tracking=False, progress=False)
+    assert one["rows"] == test_rows
+    two = pl.read_parquet(out / "predictions" / "test.parquet").sort("row_id")
+    single = pl.read_parquet(tmp_path / "one-process" / "predictions" / "test.parquet").sort("row_id")
+    assert two["row_id"].equals(single["row_id"]) and two["row_id"].n_unique() == test_rows
+    assert two["click"].equals(single["click"])
+    for head in ("pred_click", "pred_like", "pred_return_7d"):
+        np.testing.assert_allclose(two[head].to_numpy(), single[head].to_numpy(), rtol=0,
+                                   atol=1e-5, err_msg=head)
