@@ -136,7 +136,10 @@ def test_resume_with_other_settings_is_refused_before_anything_is_touched(world,
 
     saved = train_config_toml(load_train_config("id_only", TINY))
     run = tmp_path / "run"
-    rundir.init_run(run, config_toml=saved.replace("prior_offset = true\n", ""), preset="id_only")
+    # Saved before the prior offset (and before config schemas): no `schema`, no prior_offset.
+    assert saved.startswith("schema = 2\n")
+    old_run = saved.removeprefix("schema = 2\n").replace("prior_offset = true\n", "")
+    rundir.init_run(run, config_toml=old_run, preset="id_only")
     before = {p.name: p.read_bytes() for p in run.iterdir()}
     args = ["train", "id_only", "--data", str(world), "--out", str(run), "--quiet", "--resume",
             *set_args([*TINY, "train.epochs=3", "ranking.dropout=0.3"])]
