@@ -150,7 +150,7 @@ class TrainSection:
     epochs: int = field(default=3, metadata=_min(1))
     batch_size: int = field(default=512, metadata=_min(1))
     eval_batch_size: int = field(default=2048, metadata=_min(1))
-    seed: int = 0
+    seed: int = field(default=0, metadata={"min": 0, "max": 2**32 - 1})  # numpy's seed range
     patience: int = field(default=1, metadata=_min(0))  # epochs without improvement before stopping
     early_stop_metric: Literal["auc", "gauc", "logloss"] = "auc"  # of the primary label on valid
     checkpoint_every: int = field(default=100, metadata=_min(0))  # steps; 0 = end of epoch only

@@ -11,6 +11,7 @@ Field metadata ``{"min": x}`` / ``{"max": x}`` / ``{"choices": (...)}`` declare 
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -41,9 +42,13 @@ def read_toml(source: str | Path, seen: tuple[str, ...] = ()) -> dict[str, Any]:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"config {path}: not valid TOML: {exc}") from None
+    except (UnicodeDecodeError, OSError) as exc:
+        raise UsageError(f"config {path}: cannot read it as UTF-8 text ({exc})") from None
     base = raw.pop("extends", None)
     if base is None:
         return raw
+    if not isinstance(base, str):
+        raise UsageError(f"config {path}: 'extends' must be a preset name or a file path, found {base!r}")
     parent_dir = path.parent
     base_source = parent_dir / base if (parent_dir / base).is_file() else base
     return deep_merge(read_toml(base_source, (*seen, str(path))), raw)
@@ -144,7 +149,9 @@ def _build(cls: type[T], raw: dict[str, Any], prefix: str, problems: list[str]) 
         key = f"{prefix}.{name}" if prefix else name
         value = _coerce(raw[name], hints[name], key, problems)
         meta = f.metadata
-        if isinstance(value, int | float) and not isinstance(value, bool):
+        if isinstance(value, float) and not math.isfinite(value):
+            problems.append(f"{key}: must be a finite number, got {value!r}")
+        elif isinstance(value, int | float) and not isinstance(value, bool):
             if "min" in meta and value < meta["min"]:
                 problems.append(f"{key}: must be >= {meta['min']}, got {value!r}")
             if "max" in meta and value > meta["max"]:

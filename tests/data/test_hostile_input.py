@@ -343,7 +343,8 @@ def test_odd_train_configs_exit_2_without_writing_a_run(tmp_path):
     @settings(max_examples=25, deadline=timedelta(seconds=10), derandomize=True,
               suppress_health_check=[HealthCheck.too_slow])
     @given(edits=st.lists(st.tuples(st.sampled_from(keys), values), min_size=1, max_size=3),
-           extends=st.sampled_from(["id_only", "em3", "nope", 5]), tail=st.text(max_size=20))
+           extends=st.sampled_from(["id_only", "em3", "nope", 5]),
+           tail=st.one_of(st.just(""), st.text(max_size=20), st.binary(max_size=8)))
     def check(edits, extends, tail):
         with TemporaryDirectory() as tmp:
             tmp = Path(tmp)
@@ -352,7 +353,7 @@ def test_odd_train_configs_exit_2_without_writing_a_run(tmp_path):
                 section, name = key.split(".")
                 raw.setdefault(section, {})[name] = value
             config = tmp / "config.toml"
-            config.write_text(_spec_text(raw) + tail, encoding="utf-8")
+            config.write_bytes(_spec_text(raw).encode() + (tail if isinstance(tail, bytes) else tail.encode()))
             status, _, err = run_cli("train", str(config), "--data", str(tmp / "no-data"),
                                      "--out", str(tmp / "run"), "--no-track", "--quiet")
             assert status == 2, err
