@@ -13,7 +13,8 @@ Naming in MLflow (see docs/evaluation.md):
   (``test.labels.like.gauc``); undefined (null) metrics are not logged, their paths are in the
   ``recsys.undefined_metrics`` tag and the reasons in ``metrics.json``;
 - artifacts: ``config.toml``, ``run.json``, ``history.jsonl``, ``metrics*.json``,
-  ``predictions/``, ``plots/``, ``checkpoints/`` (the registered model version's source).
+  ``predictions/``, ``plots/``, ``checkpoints/`` and ``model/``, the run's MLflow Model
+  (``recsys.serving``): the registered model version's source.
 """
 
 from __future__ import annotations
@@ -209,11 +210,13 @@ def _log_everything(client: MlflowClient, run: rundir.Run, experiment_id: str,
 
     version = None
     if model_name and run.checkpoints is not None:
+        source, servable = _model_source(client, run, run_id, mlrun.info.artifact_uri)
         if not client.search_registered_models(filter_string=f"name = '{model_name}'"):
             client.create_registered_model(model_name, description="recsys ranking model")
         mv = client.create_model_version(
-            model_name, source=f"{mlrun.info.artifact_uri}/{rundir.CHECKPOINTS_DIR}",
-            run_id=run_id, tags={"recsys.run_dir": str(run.path.resolve())})
+            model_name, source=source, run_id=run_id,
+            tags={"recsys.run_dir": str(run.path.resolve()),
+                  "recsys.servable": str(servable).lower()})
         version = str(mv.version)
         client.set_tag(run_id, "recsys.model_version", f"{model_name}/{version}")
 
@@ -223,6 +226,32 @@ def _log_everything(client: MlflowClient, run: rundir.Run, experiment_id: str,
         client.log_artifact(run_id, str(rundir.atomic_write_json(Path(tmp, "run.json"), meta)))
     client.set_terminated(run_id, _MLFLOW_STATUS.get(run.meta.get("status"), "FINISHED"))
     return run_id, version
+
+
+def _model_source(client: MlflowClient, run: rundir.Run, run_id: str,
+                  artifact_uri: str) -> tuple[str, bool]:
+    """(the model version's source, whether it is servable).
+
+    A training run is packaged as an MLflow Model (``RUN/model``, ``recsys.serving``), logged
+    as the ``model`` artifact and registered, so ``models:/NAME@champion`` loads and predicts.
+    A run that cannot be packaged (one with no data state, whose dataset is gone or changed)
+    is still registered, with its checkpoints as source and the reason in the run's
+    ``recsys.servable_error`` tag: a failure here must not keep the results out of MLflow.
+    """
+    from recsys.run_artifacts import DATA_STATE
+    from recsys.serving.mlflow_model import MODEL_DIR, ensure_mlflow_model
+
+    try:
+        model_dir = ensure_mlflow_model(run.path)
+    except Exception as exc:  # noqa: BLE001 - the run stays tracked, marked as not servable
+        error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        client.set_tag(run_id, "recsys.servable_error", error)
+        if (run.path / DATA_STATE).is_file():  # a training run that should have been servable
+            warnings.warn(f"{run.path} is registered without a servable model ({error})",
+                          TrackingWarning, stacklevel=3)
+        return f"{artifact_uri}/{rundir.CHECKPOINTS_DIR}", False
+    client.log_artifacts(run_id, str(model_dir), MODEL_DIR)
+    return f"{artifact_uri}/{MODEL_DIR}", True
 
 
 def _discard_attempt(client: MlflowClient, run_id: str) -> None:
@@ -238,7 +267,7 @@ def _discard_attempt(client: MlflowClient, run_id: str) -> None:
 
 def track_run(run_dir: str | Path, tracking_uri: str | None = None,
               model_name: str | None = None, experiment: str | None = None) -> TrackResult:
-    """Logs a run directory to MLflow and registers its checkpoints as a model version.
+    """Logs a run directory to MLflow and registers its MLflow Model as a model version.
 
     ``model_name`` defaults to ``run.json``'s ``model_name`` (no registration when neither is
     set or the run has no checkpoints); ``experiment`` defaults to the model name, else
