@@ -6,7 +6,17 @@ function ``(args) -> int`` (the exit status). Add a new command by appending it 
 
 from __future__ import annotations
 
-from recsys.commands import data_cmd, demo_cmd, features, select_cmd, track_cmd, train_cmd
+from recsys.commands import (
+    data_cmd,
+    demo_cmd,
+    embeddings_cmd,
+    features,
+    predict_cmd,
+    select_cmd,
+    track_cmd,
+    train_cmd,
+)
 
 COMMANDS = [demo_cmd.register, data_cmd.register, features.register, train_cmd.register,
-            select_cmd.register, track_cmd.register]
+            select_cmd.register, track_cmd.register, predict_cmd.register,
+            embeddings_cmd.register]
