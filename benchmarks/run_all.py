@@ -31,7 +31,7 @@ from benchmarks.common import GPU_SUBDIR, RESULTS_DIR, machine  # noqa: E402
 
 # In dependency-free order; quality and peers are the long ones (tens of minutes on 2 cores).
 BENCHMARKS = ("metrics_speed", "data_pipeline", "din_attention", "ranking_throughput", "train_step",
-              "retention_tower", "sequence_modes", "quality", "peers")
+              "retention_tower", "sequence_modes", "predict_throughput", "quality", "peers")
 # Those that also run on a GPU (``--device cuda``): no TorchRec inside, so they run wherever
 # torch has CUDA (the GPU machines here have no fbgemm-gpu build).
 GPU_BENCHMARKS = ("din_attention", "sequence_modes")
