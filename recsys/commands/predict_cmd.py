@@ -29,9 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--keep", action="append", default=[], metavar="COLUMN",
                         help="also copy this input column to the output (e.g. a request id); "
                         "repeatable")
-    parser.add_argument("--chunk-rows", type=int, default=65536,
+    parser.add_argument("--chunk-rows", type=int, default=65536, metavar="N",
                         help="requests read and scored at a time (default 65536)")
-    parser.add_argument("--data", type=Path, default=None,
+    parser.add_argument("--data", type=Path, default=None, metavar="DIR",
                         help="for a run directory whose MLflow Model is not written yet: the "
                         "run's dataset, when it moved since training")
     parser.add_argument("--tracking-uri", default=None,

@@ -41,7 +41,6 @@ def package_of(model: str, tracking_uri: str | None = None,
         UsageError: nothing servable there, or the URI cannot be downloaded.
     """
     if is_uri(model):
-        from mlflow.artifacts import download_artifacts
         from mlflow.exceptions import MlflowException
 
         from recsys.tracking import resolve_tracking_uri
@@ -49,9 +48,7 @@ def package_of(model: str, tracking_uri: str | None = None,
         uri = resolve_tracking_uri(tracking_uri)
         with tempfile.TemporaryDirectory(prefix="recsys-model-") as tmp:
             try:
-                with _store(uri):
-                    local = download_artifacts(artifact_uri=model, dst_path=tmp,
-                                               tracking_uri=uri, registry_uri=uri)
+                local = _download(model, uri, tmp)
             except (MlflowException, OSError) as err:
                 message = str(err).splitlines()[0] if str(err) else type(err).__name__
                 raise UsageError(f"--model {model}: cannot be fetched from {uri} "
@@ -69,21 +66,26 @@ def package_of(model: str, tracking_uri: str | None = None,
                          f"Model folder (no {MLMODEL}) or an MLflow URI (models:/NAME@ALIAS)")
 
 
-@contextmanager
-def _store(uri: str) -> Iterator[None]:
-    """MLflow's process-wide tracking and registry URIs set to ``uri`` for the block: MLflow
-    3.17 resolves a ``models:/`` URI with the process-wide registry URI, whatever
-    ``download_artifacts`` is given."""
-    import mlflow
+def _download(model: str, uri: str, dest: str) -> str:
+    """Downloads ``model`` from store ``uri`` into ``dest``; returns the local folder.
 
-    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(before[0])
-        mlflow.set_registry_uri(before[1])
+    A ``models:/`` URI is resolved to its version's files with a client of ``uri`` first:
+    MLflow 3.17 resolves it with the process-wide registry URI, whatever
+    ``download_artifacts`` is given, and setting that would leak into the rest of the
+    process (``mlflow.set_registry_uri`` also sets ``$MLFLOW_REGISTRY_URI``).
+    """
+    from mlflow import MlflowClient
+    from mlflow.artifacts import download_artifacts
+    from mlflow.store.artifact.utils.models import get_model_name_and_version
+
+    if model.startswith("models:/"):
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        found = get_model_name_and_version(client, model)
+        if len(found) != 2:
+            raise UsageError(f"--model {model}: name a registered version (models:/NAME/VERSION "
+                             "or models:/NAME@ALIAS)")
+        model = client.get_model_version_download_uri(*found)
+    return download_artifacts(artifact_uri=model, dst_path=dest, tracking_uri=uri)
 
 
 def _in_model_dir(path: Path, model: str) -> Path:

@@ -19,14 +19,14 @@ from tests.recsys.serving.conftest import MODEL, Registry
 
 
 @pytest.fixture
-def registry_uri(registry: Registry):
-    """MLflow's process-wide tracking and registry URIs point at the session's store."""
-    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(registry.uri)
-    mlflow.set_registry_uri(registry.uri)
-    yield registry.uri
-    mlflow.set_tracking_uri(before[0])
-    mlflow.set_registry_uri(before[1])
+def registry_uri(registry: Registry, monkeypatch):
+    """MLflow's tracking and registry URIs point at the session's store for this test only
+    (through the environment, as a user points MLflow at a store: ``mlflow.set_*_uri`` would
+    outlive the test)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", registry.uri)
+    assert mlflow.get_registry_uri() == registry.uri
+    return registry.uri
 
 
 def _evaluate(run: Path, data: Path, out: Path) -> pl.DataFrame:
