@@ -69,6 +69,7 @@ def _score_and_write(run: Path, data_dir: str | Path, split: str, out: Path, che
                      prep: dict, env: DistEnv, progress: bool) -> dict[str, Any] | None:
     """Scores ``split`` in the current world; rank 0 writes the evaluation run and returns
     its metrics, the other ranks return None."""
+    started_at = rundir.utc_now("milliseconds")  # the evaluation run's start, not its writing
     dataset = load_dataset(data_dir, allow_missing_media=cfg.data.allow_missing_media)
     prep["fractions"] = tuple(prep.get("fractions", (0.8, 0.1, 0.1)))
     prepared = prepare(dataset, PrepareConfig(**prep), vocabs=vocabs)
@@ -93,6 +94,12 @@ def _score_and_write(run: Path, data_dir: str | Path, split: str, out: Path, che
     rundir.init_run(out, config_toml=train_config_toml(cfg), kind="evaluate", preset=meta.get("preset"),
                     model_name=None, labels=list(layout.labels), dataset_dir=dataset.root,
                     dataset_fingerprint=dataset.fingerprint)
+    # when it started and what it evaluated, for MLflow (recsys.tracking_context.evaluated)
+    tracking = meta.get("tracking") or {}
+    rundir.update_meta(out, created_at=started_at, evaluated={
+        "run_dir": str(run.resolve()), "run_name": meta.get("name"),
+        "model_name": meta.get("model_name"), "checkpoint": checkpoint.name,
+        "tracking": {k: tracking.get(k) for k in ("uri", "run_id", "synced", "model_version")}})
     rundir.write_predictions(out, split, frame, list(layout.labels))
     rundir.write_metrics(out, metrics)
     rundir.finish_run(out)

@@ -6,10 +6,12 @@ later when the tracking store was unreachable). Layout::
     RUN_DIR/
       config.toml               resolved config (the source of truth the run used)
       run.json                  meta: kind, preset, model name, labels, dataset, git commit,
-                                created_at / finished_at, status, tracking {uri, run_id, synced, ...},
+                                created_at / finished_at (ISO-8601 UTC, ms), status,
+                                tracking {uri, run_id, synced, ...},
                                 dense_tower_precision (training: what this machine computed in)
       history.jsonl             one JSON object per epoch: epoch, step, train_loss, samples_per_s,
-                                valid {metrics.json-shaped dict}
+                                valid {metrics.json-shaped dict}, time (ISO-8601 UTC, ms: the
+                                epoch's end, the MLflow timestamp of its metrics)
       metrics.json              final metrics (docs/design.md §5.3); other splits in metrics_<split>.json
       predictions/<split>.parquet   row keys, truths and probabilities (see PREDICTION_KEYS)
       checkpoints/              written by training; opaque, logged as the model artifact
@@ -48,9 +50,11 @@ RETENTION_COUNTS = ("lt7", "lt14")
 STATUSES = ("running", "finished", "failed")
 
 
-def utc_now() -> str:
-    """The current UTC time as an ISO-8601 string (seconds)."""
-    return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
+def utc_now(timespec: str = "seconds") -> str:
+    """The current UTC time as an ISO-8601 string, to the second (``timespec`` as in
+    ``datetime.isoformat``: ``"milliseconds"`` for a run's start and end and an epoch's end,
+    which MLflow shows as the run's duration and its metrics' times)."""
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec=timespec)
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -113,7 +117,7 @@ def init_run(run_dir: str | Path, *, config_toml: str, kind: str = "train",
         "dataset": {"dir": None if dataset_dir is None else str(dataset_dir),
                     "fingerprint": dataset_fingerprint},
         "git_commit": commit if commit is not None else git_commit(),
-        "created_at": utc_now(), "finished_at": None, "status": "running",
+        "created_at": utc_now("milliseconds"), "finished_at": None, "status": "running",
         "tracking": {"uri": None, "run_id": None, "synced": False, "model_version": None,
                      "error": None},
     }
@@ -145,7 +149,7 @@ def finish_run(run_dir: str | Path, status: str = "finished") -> dict[str, Any]:
     """Marks the run ``finished`` (or ``failed``) with its finish time."""
     if status not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
-    return update_meta(run_dir, status=status, finished_at=utc_now())
+    return update_meta(run_dir, status=status, finished_at=utc_now("milliseconds"))
 
 
 def append_history(run_dir: str | Path, record: dict[str, Any]) -> None:

@@ -42,9 +42,10 @@ from mlflow.utils.validation import (
     MAX_TAG_VAL_LENGTH,
 )
 
-from recsys import rundir
+from recsys import rundir, tracking_context
 from recsys.config_io import flatten
 from recsys.plots import make_plots
+from recsys.tracking_context import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 
 DEFAULT_DB = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
@@ -103,7 +104,8 @@ def client_for(uri: str) -> MlflowClient:
 
 
 def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
-    """The id of experiment ``name``, created when missing.
+    """The id of experiment ``name``, created when missing, tagged as model development
+    (``mlflow.experimentKind`` = ``custom_model_development``; a kind already set is kept).
 
     For a SQLite store the artifacts go next to the database (``<db dir>/mlartifacts``):
     MLflow's own default is ``./mlruns`` relative to whatever the working directory is.
@@ -112,11 +114,14 @@ def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp.experiment_id)
+        if EXPERIMENT_KIND_TAG not in exp.tags:  # made before the tag existed
+            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return exp.experiment_id
     location = None
     if uri.startswith("sqlite:///"):
         location = (Path(uri[len("sqlite:///"):]).parent / ARTIFACTS_DIR).resolve().as_uri()
-    return client.create_experiment(name, artifact_location=location)
+    return client.create_experiment(name, artifact_location=location,
+                                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
 
 
 def _key(k: str) -> str:
@@ -134,16 +139,22 @@ def _chunks(items: list, size: int):
 
 
 def _metrics(run: rundir.Run) -> tuple[list[Metric], list[str]]:
-    """(MLflow metrics of the history and the final metrics files, null metric paths)."""
+    """(MLflow metrics of the history and the final metrics files, null metric paths).
+
+    An epoch's metrics carry the epoch's end (its record's ``time``), the final metrics the
+    run's end; a time the run did not record (runs from before ``time``) is now."""
     now = int(time.time() * 1000)
+    end = tracking_context.run_times(run)[1] or now
     seen: set[tuple[str, int]] = set()
     metrics = []
     for record in run.history:
         step = int(record["epoch"])
-        flat = flatten({k: v for k, v in record.items() if k not in ("epoch", "step", "notes")})
+        stamp = tracking_context.epoch_time(record) or now
+        flat = flatten({k: v for k, v in record.items()
+                        if k not in ("epoch", "step", "notes", "time")})
         for k, v in _numeric(flat).items():
             seen.add((k, step))
-            metrics.append(Metric(k, v, now, step))
+            metrics.append(Metric(k, v, stamp, step))
     last = max((int(r["epoch"]) for r in run.history), default=0)
     undefined = []
     files = ([run.metrics] if run.metrics else []) + list(run.split_metrics.values())
@@ -154,7 +165,7 @@ def _metrics(run: rundir.Run) -> tuple[list[Metric], list[str]]:
         for k, v in _numeric(flat).items():
             if (k, last) not in seen:  # metrics_valid.json may repeat the last epoch's values
                 seen.add((k, last))
-                metrics.append(Metric(k, v, now, last))
+                metrics.append(Metric(k, v, end, last))
     return metrics, undefined
 
 
@@ -181,7 +192,10 @@ def _log_everything(client: MlflowClient, run: rundir.Run, experiment_id: str,
                     model_name: str | None, uri: str) -> tuple[str, str | None]:
     """Creates the MLflow run, logs the run directory into it; returns (run_id, version)."""
     metrics, undefined = _metrics(run)
-    mlrun = client.create_run(experiment_id, tags=_tags(run, undefined))
+    start, end = tracking_context.run_times(run)
+    link = tracking_context.evaluation_tags(tracking_context.evaluated(run, uri))
+    mlrun = client.create_run(experiment_id, start_time=start,
+                              tags={**_tags(run, undefined), **link})
     run_id = mlrun.info.run_id
     # remember the id at once: a later sync deletes this run if we die half-way through
     rundir.update_meta(run.path, tracking={"uri": uri, "run_id": run_id, "synced": False})
@@ -194,6 +208,7 @@ def _log_everything(client: MlflowClient, run: rundir.Run, experiment_id: str,
         client.log_batch(run_id, params=chunk)
     for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH):
         client.log_batch(run_id, metrics=chunk)
+    client.log_inputs(run_id, datasets=tracking_context.dataset_inputs(run))
 
     try:
         make_plots(run.path)
@@ -224,7 +239,8 @@ def _log_everything(client: MlflowClient, run: rundir.Run, experiment_id: str,
         meta = {**run.meta, "tracking": {"uri": uri, "run_id": run_id, "synced": True,
                                          "model_version": version, "error": None}}
         client.log_artifact(run_id, str(rundir.atomic_write_json(Path(tmp, "run.json"), meta)))
-    client.set_terminated(run_id, _MLFLOW_STATUS.get(run.meta.get("status"), "FINISHED"))
+    client.set_terminated(run_id, _MLFLOW_STATUS.get(run.meta.get("status"), "FINISHED"),
+                          end_time=end)
     return run_id, version
 
 
@@ -287,7 +303,9 @@ def track_run(run_dir: str | Path, tracking_uri: str | None = None,
         if state.get("run_id") and state.get("uri") == uri:
             # a half-logged run from an earlier attempt: replace it, do not duplicate
             _discard_attempt(client, state["run_id"])
-        exp_id = ensure_experiment(client, experiment or model_name or DEFAULT_EXPERIMENT, uri)
+        exp_id = (None if experiment or model_name  # an evaluation joins what it evaluated
+                  else tracking_context.evaluated_experiment(client, run, uri)) \
+            or ensure_experiment(client, experiment or model_name or DEFAULT_EXPERIMENT, uri)
         run_id, version = _log_everything(client, run, exp_id, model_name, uri)
     except Exception as exc:  # noqa: BLE001 - tracking must never kill a finished training
         error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]

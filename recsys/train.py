@@ -306,7 +306,7 @@ class Trainer:
             improved = score is not None and (st.best is None or score > st.best)
             record = {"epoch": st.epoch + 1, "step": st.step, "train_loss": loss,
                       "train_parts": parts, "samples_per_s": rate, "mfu": mfu(st.flops_per_sample, rate, self.peak),
-                      "valid": metrics}
+                      "valid": metrics, "time": rundir.utc_now("milliseconds")}
             st.history.append(record)
             if improved:
                 st.best, st.best_epoch, st.bad_epochs = score, st.epoch, 0
