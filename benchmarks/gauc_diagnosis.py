@@ -96,7 +96,7 @@ def train_once(data: Path, name: str, seed: int) -> Path:
 
 def read_run(name: str, seed: int, run_dir: Path) -> dict:
     """Validation metrics of the kept epoch, test metrics, and the validation curve."""
-    from recsys.rundir import read_history
+    from recsys.runs.rundir import read_history
 
     test = json.loads((run_dir / "metrics.json").read_text())
     label = next(iter(test["labels"]))
@@ -151,7 +151,7 @@ def reference_scorers(data: Path) -> list[dict]:
     from data.dataset import load_dataset
     from data.prepare import prepare
     from recsys.config import load_train_config
-    from recsys.metrics import compute_metrics
+    from recsys.evaluation.metrics import compute_metrics
 
     cfg = load_train_config(PRESET)
     prepared = prepare(load_dataset(data, allow_missing_media=True), cfg.prepare_config())

@@ -1,4 +1,4 @@
-"""AUC + GAUC speed of ``recsys.metrics`` against a pandas groupby + scikit-learn reference.
+"""AUC + GAUC speed of ``recsys.evaluation.metrics`` against a pandas groupby + scikit-learn reference.
 
     python benchmarks/metrics_speed.py [--sizes 1000000 10000000] [--users 100000]
 
@@ -26,7 +26,7 @@ from sklearn.metrics import roc_auc_score
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import median_time, print_table, target, write_results  # noqa: E402
-from recsys.metrics import auc, gauc  # noqa: E402
+from recsys.evaluation.metrics import auc, gauc  # noqa: E402
 
 
 def make_data(rows: int, users: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -17,14 +17,14 @@ Same data, same machine, same run:
    ``LongCTRDataLoader``; DNN and DeepFM read the same rows flat (no history), through
    FuxiCTR's ``NpzDataLoader``. The export checks, row by row, that the sequence FuxiCTR will
    rebuild equals our ``hist_rows``.
-3. Ours trains in a subprocess (``recsys.train.train`` on the preset); each FuxiCTR model
+3. Ours trains in a subprocess (``recsys.training.train.train`` on the preset); each FuxiCTR model
    trains in a subprocess of ``.venv-peers/bin/python`` (``benchmarks/peers_fuxictr_worker.py``,
    FuxiCTR's own ``fit`` loop). All: same epochs, batch size, embedding width and MLP sizes,
    same seed and torch thread count; each process reports its training samples/s per epoch
    (validation excluded) and its own peak RSS. The throughput compared is the median of the
    epochs after the first (``steady_samples_per_s``); the first epoch, with each library's
    start-up in it (our tower's compilation), is reported on its own.
-4. Test AUC, GAUC and logloss of every model are computed here by ``recsys.metrics`` on the
+4. Test AUC, GAUC and logloss of every model are computed here by ``recsys.evaluation.metrics`` on the
    prediction files, on the same rows with the same user grouping. The best FuxiCTR model of a
    dataset is picked on validation GAUC, and ours − it is recorded with a paired bootstrap
    interval over test users of the seed ensembles (``benchmarks/peers_paired.py``).
@@ -109,8 +109,8 @@ def train_ours_worker(data_dir: str, run_dir: str, seed: int, epochs: int, threa
     import resource
 
     from recsys.config import load_train_config
-    from recsys.rundir import read_history
-    from recsys.train import train
+    from recsys.runs.rundir import read_history
+    from recsys.training.train import train
 
     cfg = load_train_config(PRESET, [f'data.dir="{data_dir}"', "tracking.enabled=false",
                                      f"train.threads={threads}", f"train.seed={seed}",
@@ -152,7 +152,7 @@ def _quality(y: np.ndarray, p: np.ndarray, groups: np.ndarray,
              cold: np.ndarray) -> tuple[float, float, float, float | None]:
     """(AUC, GAUC, logloss, cold-item AUC) of the same test rows, with our metric code for
     every model."""
-    from recsys.metrics import auc, gauc, logloss
+    from recsys.evaluation.metrics import auc, gauc, logloss
 
     return (auc(y, p), gauc(y, p, groups)[0], logloss(y, p),
             auc(y[cold], p[cold]) if cold.any() else None)
@@ -209,7 +209,7 @@ def _ours_probs(preds: pl.DataFrame, test: dict[str, np.ndarray], label: str) ->
 
 def _valid_gauc(valid: dict[str, np.ndarray], p: np.ndarray) -> float:
     """GAUC of a FuxiCTR model's validation scores (our metric code, our user grouping)."""
-    from recsys.metrics import gauc
+    from recsys.evaluation.metrics import gauc
 
     if len(p) != len(valid["y"]):
         raise AssertionError("FuxiCTR scored a different number of validation rows")

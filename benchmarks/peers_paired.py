@@ -3,7 +3,7 @@
 The best FuxiCTR model of a dataset is the one with the highest mean *validation* GAUC over
 seeds (picking it on test would flatter it). Each side's seeds are pooled into a seed ensemble
 (mean logit, as ``benchmarks/quality.py`` does for its "paired" rows), and the two ensembles are
-compared on the same test rows by ``recsys.selection_stats.paired_bootstrap``: users resampled
+compared on the same test rows by ``recsys.runs.selection_stats.paired_bootstrap``: users resampled
 with replacement, so the interval is the test split's share of the noise (which users it
 happened to hold), not the training seeds' (the table's min..max shows those). Each model's
 ensemble is also kept on disk (``save_predictions``) for ``benchmarks/quality.py`` to pair EM3
@@ -56,7 +56,7 @@ def paired_interval(label: str, y: np.ndarray, users: np.ndarray, ours: list[np.
     ``gain`` > 0 means ours is better; for logloss it is the peer's minus ours (lower is
     better), as ``paired_bootstrap`` signs it.
     """
-    from recsys.selection_stats import MetricSpec, paired_bootstrap
+    from recsys.runs.selection_stats import MetricSpec, paired_bootstrap
 
     a, b = seed_ensemble(peer), seed_ensemble(ours)  # champion = the peer, challenger = ours
     out: dict[str, Any] = {"champion": peer_name, "challenger": ours_name,

@@ -42,7 +42,7 @@ def prepare_runs() -> tuple[Path, dict[str, Path]]:
     """The world and one trained run per preset (made once, reused afterwards)."""
     from data.synth import SynthConfig, synthesize
     from recsys.config import load_train_config
-    from recsys.train import train
+    from recsys.training.train import train
 
     world = WORK / "world"
     if not (world / "dataset.toml").is_file():

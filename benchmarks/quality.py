@@ -3,7 +3,7 @@
     python benchmarks/quality.py [--datasets synth movielens] [--presets ...] [--seeds 0 1 2]
 
 For each dataset × preset × seed it trains with ``recsys train`` (each run in its own process,
-tracking off) and scores the run's test predictions with ``recsys.metrics``. It prints mean ± std
+tracking off) and scores the run's test predictions with ``recsys.evaluation.metrics``. It prints mean ± std
 of AUC, GAUC, cold-item AUC and cold-item GAUC (per-user AUC over the cold-item rows: are a
 user's new items ordered right?) of the primary label and writes
 ``benchmarks/results/quality.json``. Where ``em3`` and ``em3_frozen_seq`` both finished 3
@@ -74,7 +74,7 @@ def prior_rate_alone(name: str, data: Path, run_dir: Path, overrides: list[str])
     from data.dataset import load_dataset
     from data.prepare import prepare
     from recsys.config import load_train_config
-    from recsys.metrics import compute_metrics
+    from recsys.evaluation.metrics import compute_metrics
 
     cfg = load_train_config("id_only", overrides)
     if not cfg.data.prior_rate:
@@ -94,7 +94,7 @@ def prior_rate_alone(name: str, data: Path, run_dir: Path, overrides: list[str])
 
 def best_valid_auc(run_dir: Path) -> float:
     """The run's best validation AUC of the primary label: its early-stopping score."""
-    from recsys.rundir import read_history
+    from recsys.runs.rundir import read_history
 
     history = read_history(run_dir)
     label = next(iter(history[0]["valid"]["labels"]))

@@ -1,6 +1,6 @@
 """The paired comparisons of ``benchmarks/quality.py``: seed ensembles of two rows scored on the
 same test rows, their gaps with 95% intervals (a paired bootstrap over test users,
-``recsys.selection_stats``, what ``recsys select`` decides with), the best ID model picked on
+``recsys.runs.selection_stats``, what ``recsys select`` decides with), the best ID model picked on
 validation, and the real-data targets.
 """
 
@@ -41,7 +41,7 @@ def seed_ensemble(run_dirs: list[Path], label: str) -> pl.DataFrame:
 def paired_gap(name: str, overrides: list[str], seeds: list[int], n_boot: int = 2000,
                challenger: str = PAIRED[1], champion: str = PAIRED[0]) -> dict | None:
     """``challenger`` (a row of the table, ``PAIRED[1]`` by default) − ``champion`` on the test
-    split with a 95% interval: a paired bootstrap over test users (``recsys.selection_stats``,
+    split with a 95% interval: a paired bootstrap over test users (``recsys.runs.selection_stats``,
     what ``recsys select`` decides with) of the two rows' seed ensembles (``PAIRED[0]`` by
     default). The interval covers which users the test split happened to hold, not the
     training seed (the ± of the table does). None unless every run finished."""
@@ -60,7 +60,7 @@ def paired_gap(name: str, overrides: list[str], seeds: list[int], n_boot: int = 
 def ensemble_gap(a: pl.DataFrame, b: pl.DataFrame, label: str, n_boot: int = 2000) -> dict:
     """``b`` − ``a`` (two prediction frames on the same test rows, in the same order) per
     metric with its 95% interval: a paired bootstrap over test users."""
-    from recsys.selection_stats import MetricSpec, paired_bootstrap
+    from recsys.runs.selection_stats import MetricSpec, paired_bootstrap
 
     out = {}
     for kind, subset in (("auc", None), ("gauc", None), ("auc_cold_item", "cold_item")):
@@ -79,7 +79,7 @@ def ensemble_gap(a: pl.DataFrame, b: pl.DataFrame, label: str, n_boot: int = 200
 
 def kept_valid_gauc(run_dir: Path) -> float:
     """Validation GAUC of the primary label at the epoch the run kept (its best checkpoint)."""
-    from recsys.rundir import read_history
+    from recsys.runs.rundir import read_history
 
     history = read_history(run_dir)
     best = json.loads((run_dir / "metrics.json").read_text()).get("best_epoch") or len(history)

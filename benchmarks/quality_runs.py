@@ -191,7 +191,7 @@ def scored(run_dir: Path) -> dict:
     trained before a metric was added still reports it); throughput as the run recorded it."""
     import polars as pl
 
-    from recsys.metrics import compute_metrics
+    from recsys.evaluation.metrics import compute_metrics
 
     recorded = json.loads((run_dir / "metrics.json").read_text())
     preds = pl.read_parquet(run_dir / "predictions" / "test.parquet")

@@ -31,7 +31,7 @@ CONFIGS = {"own tower (shipped)": "true", "shared tower": "false"}
 
 
 def time_dataset(name: str, data: Path) -> list[dict]:
-    import recsys.train
+    import recsys.training.train
     from ranking.dist import init_process_group_from_env
     from recsys.config import load_train_config
 
@@ -42,7 +42,7 @@ def time_dataset(name: str, data: Path) -> list[dict]:
                                             "tracking.enabled=false",
                                             f"ranking.retention_own_tower={own}"])
         dirs.append(tempfile.TemporaryDirectory())
-        trainers[label] = recsys.train.Trainer(cfg, Path(dirs[-1].name), env, progress=False)
+        trainers[label] = recsys.training.train.Trainer(cfg, Path(dirs[-1].name), env, progress=False)
         trainers[label].model.train()
     first = next(iter(trainers.values()))
     batches = list(itertools.islice(first.loader, WARMUP + STEPS))

@@ -117,7 +117,7 @@ def run_case(mode: str, seq_len: int, dedup: bool, checkpoint: bool, repeats: in
     opt = torch.optim.AdamW([p for p in enc.parameters() if p.requires_grad], lr=1e-3)
     target, hist, mask = (t.to(device) for t in zipf_batch(seq_len))
     labels = (torch.arange(BATCH, device=device) % 2).float()
-    # The trainer's precision: bf16 autocast on CUDA (recsys/train.py), fp32 on CPU.
+    # The trainer's precision: bf16 autocast on CUDA (recsys/training/train.py), fp32 on CPU.
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda")
 
     def step(count: bool = False) -> int:

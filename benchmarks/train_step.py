@@ -1,6 +1,6 @@
 """The CPU training step of ``id_only`` on real batches, and what each speed-up is worth.
 
-Each variant trains the ``id_only`` preset's model (``recsys.train.Trainer``, one intra-op
+Each variant trains the ``id_only`` preset's model (``recsys.training.train.Trainer``, one intra-op
 thread) on the synthetic world and on MovieLens (when present) and times ``train_step`` —
 forward, loss, backward with the fused sparse optimizer, dense optimizer step — on the same
 pre-built training batches, so data loading is not measured. Variants:
@@ -19,7 +19,7 @@ pre-built training batches, so data loading is not measured. Variants:
 * ``plain_adamw``: the dense AdamW's per-parameter implementation instead of the fused kernel
   (``ranking.optim.fused_adam_kwargs``);
 * ``no_malloc_tuning``: glibc malloc's defaults (``RECSYS_MALLOC_TUNING=off``, so
-  ``recsys.perf.keep_freed_memory`` leaves malloc alone);
+  ``recsys.training.perf.keep_freed_memory`` leaves malloc alone);
 * ``planner_sharding``: the tables where TorchRec's planner puts them alone (row-wise for the
   item table, ``ranking.table_sharding``) instead of the world-of-one default (no table
   split: table-wise or data-parallel).
@@ -91,7 +91,7 @@ def run_case(case: dict) -> dict[str, dict]:
     os.environ.setdefault("MASTER_PORT", str(29600 + os.getpid() % 1000))
     import torch
 
-    import recsys.train
+    import recsys.training.train
     from ranking.dist import init_process_group_from_env
     from ranking.testing.tower import aten_prelu, float32_dense_tower
     from recsys.config import load_train_config
@@ -105,11 +105,11 @@ def run_case(case: dict) -> dict[str, dict]:
     best = dict.fromkeys(variants, float("inf"))
     faults, sys_s = dict.fromkeys(variants, 0), dict.fromkeys(variants, 0.0)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = recsys.train.Trainer(cfg, Path(tmp), env, progress=False)
+        trainer = recsys.training.train.Trainer(cfg, Path(tmp), env, progress=False)
         trainer.model.train()
         # The same parameters under PyTorch's per-parameter AdamW instead of the fused kernel.
         optimizers = {"fused": trainer.optimizer,
-                      "plain": recsys.train.build_optimizer(trainer.model, cfg,
+                      "plain": recsys.training.train.build_optimizer(trainer.model, cfg,
                                                             fused=False)}
         ranking = trainer.em3.ranking
         batches = list(itertools.islice(trainer.loader, WARMUP + STEPS))
@@ -145,7 +145,7 @@ def run_case(case: dict) -> dict[str, dict]:
 
 
 def in_subprocess(case: dict) -> dict[str, dict]:
-    from recsys.perf import MALLOC_TUNING_ENV
+    from recsys.training.perf import MALLOC_TUNING_ENV
 
     env = {**os.environ}
     if case["process"] == "no_malloc_tuning":

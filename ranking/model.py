@@ -214,7 +214,7 @@ class RankingModel(nn.Module):
         mode get a graph each. The sparse part (TorchRec) stays eager.
         Under a dispatch mode (``FlopCounterMode``) Dynamo does not trace, and a first call
         made there would leave the tower eager for the rest of the run: run such a block under
-        ``torch.compiler.set_stance("force_eager")``, as ``recsys.perf.count_flops`` does
+        ``torch.compiler.set_stance("force_eager")``, as ``recsys.training.perf.count_flops`` does
         (docs/ranking.md, "Architecture", the ``torch.compile`` item).
         """
         self._compiled_dense = torch.compile(self.dense_tower, dynamic=True)

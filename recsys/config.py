@@ -101,7 +101,7 @@ class CICSection:
 
 @dataclass
 class InterestSection:
-    """Interest contrastive loss (recsys/interest.py): total += weight · interest.
+    """Interest contrastive loss (recsys/model/interest.py): total += weight · interest.
 
     Needs history content (``content.seq_mode`` other than ``none``); ignored otherwise.
     """
@@ -129,7 +129,7 @@ class LossSection:
     # Weight of each retention head's BCE relative to a label head. Chosen while the retention
     # heads shared the tower with the label heads: at weight 1 they pulled it away from the
     # labels, and 0.2 was better on click, cold-item and return_7d AUC (id_only, default
-    # synthetic world; docs/training.md, "The model (recsys/model.py)", has the figures).
+    # synthetic world; docs/training.md, "The model (recsys/model/em3.py)", has the figures).
     retention_weight: float = field(default=0.2, metadata=_min(0.0))
 
 

@@ -51,20 +51,20 @@ class Mutation:
 MUTATIONS = (
     Mutation(
         "selection_p_value", "remove the p-value condition in selection (promote on gain alone)",
-        "recsys/selection.py",
+        "recsys/runs/selection.py",
         '    if p >= alpha:\n'
         '        return "kept", f"not significant (p = {p:.4g} ≥ alpha = {alpha:g})"\n',
         "",
         ("tests/recsys/test_selection.py",)),
     Mutation(
         "early_stop_logloss_sign", "invert the logloss sign in early stopping (higher loss = better)",
-        "recsys/train.py",
+        "recsys/training/train.py",
         'return None if value is None else (-value if name == "logloss" else value)',
         'return None if value is None else value',
         ("tests/recsys/test_early_stopping.py",)),
     Mutation(
         "test_uses_latest_checkpoint", "score test with the latest instead of the best checkpoint",
-        "recsys/train.py",
+        "recsys/training/train.py",
         "best = latest_checkpoint(self.run_dir / CHECKPOINTS_DIR / BEST)",
         "best = latest_checkpoint(self.run_dir / CHECKPOINTS_DIR)",
         ("tests/recsys/test_early_stopping.py",)),
@@ -82,7 +82,7 @@ MUTATIONS = (
         ("tests/data/test_derived.py",)),
     Mutation(
         "cic_false_negative_mask", "skip CIC's false-negative mask (copies of an item as negatives)",
-        "recsys/cic.py",
+        "recsys/model/cic.py",
         '    logits = logits.masked_fill(same & off_diagonal, float("-inf"))\n',
         "",
         ("tests/recsys/test_cic.py",)),

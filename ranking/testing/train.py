@@ -1,7 +1,7 @@
 """The ranking model trained without ``recsys``: one step, and batched prediction.
 
 For tests and benchmarks of ``ranking`` alone (the ID-only model on toy batches, sharded or
-not). Training proper goes through ``recsys.train``, whose EM3 model owns its loss.
+not). Training proper goes through ``recsys.training.train``, whose EM3 model owns its loss.
 """
 
 from __future__ import annotations

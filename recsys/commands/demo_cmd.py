@@ -32,9 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _train_or_reuse(preset: str, world: Path, run_dir: Path, uri: str, seed: int,
                     overrides: list[str], fresh: bool) -> dict:
-    from recsys import rundir
     from recsys.config import load_train_config
-    from recsys.train import train
+    from recsys.runs import rundir
+    from recsys.training.train import train
 
     if (run_dir / rundir.METRICS_FILE).is_file() and not fresh:
         print(f"[{preset}] reusing the finished run in {run_dir}")
@@ -105,8 +105,8 @@ def run(args: argparse.Namespace) -> int:
     from data.summary import format_summary, summarize
     from data.synth import SynthConfig, synthesize
     from recsys.config import load_train_config
-    from recsys.rundir import atomic_write_json
-    from recsys.selection import select
+    from recsys.runs.rundir import atomic_write_json
+    from recsys.runs.selection import select
 
     root = args.dir.resolve()
     world = root / "world"

@@ -63,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_select(args: argparse.Namespace) -> int:
-    from recsys.selection import champion_history, select
+    from recsys.runs.selection import champion_history, select
 
     if args.history:
         out = {"model": args.model, "history": champion_history(args.model, args.tracking_uri)}

@@ -41,8 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _expand(paths: list[Path]) -> list[Path]:
     from recsys.errors import UsageError
-    from recsys.rundir import META_FILE
-    from recsys.tracking import pending_runs
+    from recsys.runs.rundir import META_FILE
+    from recsys.runs.tracking import pending_runs
 
     runs, problems = [], []
     for path in paths:
@@ -62,8 +62,8 @@ def _expand(paths: list[Path]) -> list[Path]:
 
 def run_sync(args: argparse.Namespace) -> int:
     from recsys.errors import UsageError
-    from recsys.rundir import read_meta
-    from recsys.tracking import TrackingWarning, track_run
+    from recsys.runs.rundir import read_meta
+    from recsys.runs.tracking import TrackingWarning, track_run
 
     runs = _expand(args.run_dirs)
     unfinished = [str(r) for r in runs if read_meta(r).get("status") == "running"]

@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from recsys.config import load_train_config
-    from recsys.train import train
+    from recsys.training.train import train
 
     overrides = list(args.overrides)
     if args.data:
@@ -74,7 +74,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from recsys.evaluate import evaluate
+    from recsys.evaluation.evaluate import evaluate
 
     metrics = evaluate(args.run, args.data, split=args.split, out=args.out,
                        tracking=not args.no_track, tracking_uri=args.tracking_uri,

@@ -21,10 +21,10 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from data.batch import HISTORY_FEATURE, ITEM_FEATURE
 from data.dataset import load_dataset
 from data.vocab import OOV_INDEX
-from recsys.build import apply_threads, autocast, build_model, em3_of
-from recsys.content_setup import load_item_tokens
 from recsys.errors import UsageError
-from recsys.model import EM3Model
+from recsys.model.build import apply_threads, autocast, build_model, em3_of
+from recsys.model.content_setup import load_item_tokens
+from recsys.model.em3 import EM3Model
 from recsys.serving.package import Package
 from recsys.serving.world import world_of_one
 

@@ -2,7 +2,7 @@
 
 The result is a ``Prepared`` whose frame holds one ``serve`` split, so the rows are batched and
 scored by the same code as ``recsys evaluate`` (``data.loader.BatchLoader``,
-``recsys.predict.score_split``): a request that carries what a logged row had gets the same
+``recsys.evaluation.predict.score_split``): a request that carries what a logged row had gets the same
 score (tests/recsys/serving/test_parity.py).
 """
 

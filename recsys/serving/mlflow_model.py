@@ -1,5 +1,5 @@
 """The MLflow Model of a trained run: ``RUN/model/``, logged as the run's ``model`` artifact and
-registered as the model version (``recsys.tracking``).
+registered as the model version (``recsys.runs.tracking``).
 
 Written once per run (again when the run's best checkpoint changed), in a temporary folder
 inside the run directory and renamed into place: what it holds was loaded and scored before it
@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import polars as pl
 
-from recsys.build import best_checkpoint
+from recsys.model.build import best_checkpoint
 from recsys.serving import package as pkg
 from recsys.serving.package import Package
 from recsys.serving.package_build import build_package

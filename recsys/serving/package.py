@@ -5,7 +5,7 @@ It is the ``package`` artifact of the MLflow Model (``artifacts/package/``) and 
 
     package.json        what it is: run, checkpoint, snapshot time, heads, request schema
     config.toml         the run's config (model shape, content settings, batch size)
-    data_state.json     the run's vocabularies and feature layout (recsys.run_artifacts)
+    data_state.json     the run's vocabularies and feature layout (recsys.runs.run_artifacts)
     dataset.toml        the dataset's contract (column names of context and user features)
     weights/step_N/     the best weights as a DCP checkpoint without optimizer state
     tokens.safetensors  the item token table (content runs only), one row per catalogue item
@@ -34,7 +34,7 @@ from data.vocab import Vocab
 from multimodal.tokens import TokenTensors
 from recsys.config import TrainConfig, load_run_config
 from recsys.errors import UsageError
-from recsys.run_artifacts import DATA_STATE, load_data_state
+from recsys.runs.run_artifacts import DATA_STATE, load_data_state
 from recsys.serving.schema import RequestSchema
 
 FORMAT = 1
@@ -64,7 +64,7 @@ class Package:
         root: the folder.
         info: ``package.json``.
         cfg: the run's config.
-        layout, vocabs, prep: the run's data state (``recsys.run_artifacts``).
+        layout, vocabs, prep: the run's data state (``recsys.runs.run_artifacts``).
         spec: the dataset's contract.
         catalogue: the items (``item_row`` 0..N-1 in token-table order, then row N, the
             no-content row that items outside the catalogue read) with their counts, as a

@@ -1,7 +1,7 @@
 """Writing the serving package of a trained run (the layout is in ``recsys.serving.package``).
 
 The weights: the run's best checkpoint is loaded into a world-of-one model by
-``recsys.build.build_model`` and saved again by ``ranking.checkpoint.save_checkpoint`` without
+``recsys.model.build.build_model`` and saved again by ``ranking.checkpoint.save_checkpoint`` without
 optimizer state. The served model then loads them through the same ``build_model(checkpoint=)``
 as ``recsys evaluate``, whatever world the run trained in (docs/serving.md, "Weights").
 """
@@ -19,12 +19,12 @@ from data.spec import spec_to_toml
 from multimodal.content import HasTokens
 from ranking.checkpoint import META_FILE as CHECKPOINT_META
 from ranking.checkpoint import save_checkpoint
-from recsys import rundir
-from recsys.build import best_checkpoint, build_model, em3_of
 from recsys.config import TrainConfig, load_run_config
-from recsys.content_setup import load_item_tokens
 from recsys.errors import UsageError
-from recsys.run_artifacts import DATA_STATE, load_data_state
+from recsys.model.build import best_checkpoint, build_model, em3_of
+from recsys.model.content_setup import load_item_tokens
+from recsys.runs import rundir
+from recsys.runs.run_artifacts import DATA_STATE, load_data_state
 from recsys.serving import package as pkg
 from recsys.serving import snapshot
 from recsys.serving.schema import RequestSchema

@@ -2,7 +2,7 @@
 models serve`` run.
 
 ``load_context`` rebuilds the model from the ``package`` artifact (``recsys.serving.package``)
-through ``ServedModel``, i.e. ``recsys.build.build_model``; ``predict`` takes a pandas DataFrame
+through ``ServedModel``, i.e. ``recsys.model.build.build_model``; ``predict`` takes a pandas DataFrame
 of request rows (``recsys.serving.schema``) and returns one probability column per head. The
 model is saved "from code" (``recsys/serving/mlflow_entry.py``), so nothing in it is a pickle.
 """

@@ -18,8 +18,8 @@ from data.prior_rate import running_counts
 from data.sequences import HISTORY_COLUMN
 from recsys.config import load_run_config
 from recsys.errors import UsageError
-from recsys.run_artifacts import load_data_state
-from recsys.rundir import CONFIG_FILE
+from recsys.runs.run_artifacts import load_data_state
+from recsys.runs.rundir import CONFIG_FILE
 from recsys.serving.schema import (
     HISTORY,
     ITEM_ID,

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from recsys import rundir
 from recsys.errors import UsageError
+from recsys.runs import rundir
 from recsys.serving import mlflow_model
 
 MLMODEL = "MLmodel"
@@ -43,7 +43,7 @@ def package_of(model: str, tracking_uri: str | None = None,
     if is_uri(model):
         from mlflow.exceptions import MlflowException
 
-        from recsys.tracking import resolve_tracking_uri
+        from recsys.runs.tracking import resolve_tracking_uri
 
         uri = resolve_tracking_uri(tracking_uri)
         with tempfile.TemporaryDirectory(prefix="recsys-model-") as tmp:

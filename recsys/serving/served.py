@@ -1,4 +1,4 @@
-"""A served model in this process: a serving package rebuilt through ``recsys.build.build_model``
+"""A served model in this process: a serving package rebuilt through ``recsys.model.build.build_model``
 and scored like ``recsys evaluate`` scores a split.
 
 What the pyfunc model (``recsys.serving.pyfunc``), ``recsys predict`` and the packaging check
@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from recsys.build import apply_threads, build_model
-from recsys.predict import score_split
+from recsys.evaluation.predict import score_split
+from recsys.model.build import apply_threads, build_model
 from recsys.serving.encode import SERVE_SPLIT, encode_requests
 from recsys.serving.package import Package, read_package
 from recsys.serving.schema import prediction_column

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from benchmarks import quality_paired, quality_runs
-from recsys.metrics import auc
+from recsys.evaluation.metrics import auc
 
 
 def _write_run(run_dir: Path, row_id: np.ndarray, user: np.ndarray, y: np.ndarray,

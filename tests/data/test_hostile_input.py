@@ -332,7 +332,7 @@ def test_odd_train_configs_exit_2_without_writing_a_run(tmp_path):
     """A training config with odd values, odd types or broken TOML stops with exit 2 before any
     run directory exists. ``--data`` names a missing directory, so a config that happens to be
     valid stops there, also with exit 2, rather than training."""
-    import recsys.train  # noqa: F401  (torchrec's import is not what the deadline measures)
+    import recsys.training.train  # noqa: F401  (torchrec's import is not what the deadline measures)
 
     keys = ["train.epochs", "train.batch_size", "train.early_stop_metric", "train.threads",
             "ranking.embedding_dim", "ranking.interaction", "ranking.over_arch", "content.seq_mode",

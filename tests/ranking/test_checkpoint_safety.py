@@ -171,7 +171,7 @@ def test_malformed_checkpoint_files_are_load_errors(tmp_path, saved, world_of_on
 def test_old_format_converts_on_request_and_resumes_the_same_rng(tmp_path, saved, world_of_one):
     """The earlier format (RNG states as Python tuples and a numpy array, pickled) is refused
     until converted; the converted state restores every RNG exactly."""
-    from recsys.train import _set_rng_state
+    from recsys.training.train import _set_rng_state
 
     checkpoint = tmp_path / "run" / "checkpoints" / saved.name
     shutil.copytree(saved, checkpoint)
@@ -256,7 +256,7 @@ def test_evaluate_refuses_a_planted_checkpoint(tmp_path, trained, capsys, where)
 
 @pytest.mark.parametrize("where", ["legacy_extra", "extra_tensors", "metadata"])
 def test_resume_refuses_a_planted_checkpoint(tmp_path, trained, capsys, where):
-    from recsys import rundir
+    from recsys.runs import rundir
 
     world, run = trained
     copy = tmp_path / "run"
@@ -276,7 +276,7 @@ def test_a_registry_checkpoint_is_loaded_through_the_same_refusal(tmp_path, tmp_
     from mlflow import MlflowClient
     from mlflow.artifacts import download_artifacts
 
-    from recsys.tracking import track_run
+    from recsys.runs.tracking import track_run
     from tests.recsys.run_fixtures import fresh_store
 
     world, run = trained

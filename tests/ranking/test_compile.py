@@ -11,7 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ranking.config import RankingConfig
 from ranking.model import RankingModel
-from recsys.perf import compile_unavailable, count_flops
+from recsys.training.perf import compile_unavailable, count_flops
 from tests.ranking.fixtures import toy_world
 from tests.ranking.test_model import DC, content_for
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from recsys.config import load_train_config
-from recsys.train import train
+from recsys.training.train import train
 from tests.recsys.train_fixtures import TINY, make_world
 
 

@@ -1,6 +1,6 @@
 """Constructed run directories for the evaluation, tracking and selection tests.
 
-The training loop writes run directories through ``recsys.rundir``; these helpers write the
+The training loop writes run directories through ``recsys.runs.rundir``; these helpers write the
 same files from synthetic predictions so the tests do not need a model.
 """
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recsys import rundir
-from recsys.metrics import compute_metrics
+from recsys.evaluation.metrics import compute_metrics
+from recsys.runs import rundir
 
 
 def truth_frame(n_users: int = 60, rows_per_user: int = 20, seed: int = 0) -> pl.DataFrame:

@@ -22,18 +22,18 @@ import pytest
 import torch
 import torch.distributed as dist
 
-import recsys.train
+import recsys.training.train
 from data.batch import Batch
 from data.dataset import load_dataset
 from data.loader import BatchLoader
 from data.prepare import Prepared, prepare
 from ranking.dist import DistEnv, destroy_process_group, init_process_group_from_env
 from ranking.sharding import table_placements
-from recsys.build import build_model
 from recsys.config import TrainConfig, load_train_config
-from recsys.content_setup import load_item_tokens
-from recsys.model import EM3Model
-from recsys.train import Trainer, TrainState, build_optimizer, seed_everything, train
+from recsys.model.build import build_model
+from recsys.model.content_setup import load_item_tokens
+from recsys.model.em3 import EM3Model
+from recsys.training.train import Trainer, TrainState, build_optimizer, seed_everything, train
 from tests.recsys.run_fixtures import fresh_store
 from tests.recsys.train_fixtures import TINY, make_world
 
@@ -172,7 +172,7 @@ class Lab:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(recsys.train, "peak_flops", lambda device: 1.0)
+            mp.setattr(recsys.training.train, "peak_flops", lambda device: 1.0)
             yield cls(tmp_path_factory.mktemp("settings"), env, tmp_path_factory.getbasetemp())
         torch.set_num_threads(threads)
         if created:

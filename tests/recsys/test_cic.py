@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from recsys.cic import ContentIdContrastive
+from recsys.model.cic import ContentIdContrastive
 
 
 def _identity_cic(dim: int, temperature: float = 0.1) -> ContentIdContrastive:

@@ -1,4 +1,4 @@
-"""Early stopping and best-checkpoint scoring (recsys/train.py ``Trainer.fit`` and ``test``),
+"""Early stopping and best-checkpoint scoring (recsys/training/train.py ``Trainer.fit`` and ``test``),
 driven by scripted validation scores.
 
 The model trains for real; only the validation metric that early stopping reads is replaced
@@ -19,8 +19,8 @@ import pytest
 
 from ranking.checkpoint import latest_checkpoint, step_dir
 from recsys.config import load_train_config
-from recsys.evaluate import evaluate
-from recsys.train import Trainer, train
+from recsys.evaluation.evaluate import evaluate
+from recsys.training.train import Trainer, train
 from tests.recsys.train_fixtures import TINY
 
 STEPS = 4  # training steps per epoch

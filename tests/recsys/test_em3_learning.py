@@ -17,7 +17,7 @@ import pytest
 
 from data.synth import SynthConfig, synthesize
 from recsys.config import load_train_config
-from recsys.train import train
+from recsys.training.train import train
 from tests.recsys.train_fixtures import TINY
 
 CONTENT_WORLD = SynthConfig(n_users=200, n_items=400, n_days=30, seed=5, cold_item_share=0.5,

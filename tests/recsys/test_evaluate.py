@@ -1,4 +1,4 @@
-"""`recsys evaluate` (recsys/evaluate.py) on a trained em3 run: what it scores and what it
+"""`recsys evaluate` (recsys/evaluation/evaluate.py) on a trained em3 run: what it scores and what it
 refuses."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
-from recsys import rundir
 from recsys.cli import main
+from recsys.runs import rundir
 from tests.recsys.train_fixtures import run_recsys
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from recsys.interest import InterestContrastive
+from recsys.model.interest import InterestContrastive
 
 
 def _identity(dim: int, temperature: float = 0.1) -> InterestContrastive:

@@ -12,7 +12,15 @@ from hypothesis import strategies as st
 from scipy.stats import spearmanr
 from sklearn.metrics import log_loss, roc_auc_score
 
-from recsys.metrics import auc, compute_metrics, gauc, group_auc, logloss, lookup, spearman
+from recsys.evaluation.metrics import (
+    auc,
+    compute_metrics,
+    gauc,
+    group_auc,
+    logloss,
+    lookup,
+    spearman,
+)
 from tests.recsys.run_fixtures import truth_frame, with_predictions
 
 

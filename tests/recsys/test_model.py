@@ -1,4 +1,4 @@
-"""The EM3 composition (recsys/model.py) on the tiny world: the CIC and interest losses reach
+"""The EM3 composition (recsys/model/em3.py) on the tiny world: the CIC and interest losses reach
 the content model, the interest scale, the unknown-item vector of each preset."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import torch
 
 from data.loader import BatchLoader
 from recsys.config import load_train_config
-from recsys.model import EM3Model
+from recsys.model.em3 import EM3Model
 from tests.recsys.train_fixtures import TINY, content_model
 
 

@@ -1,4 +1,4 @@
-"""recsys.perf: the malloc tuning of CPU training processes; when to compile the tower."""
+"""recsys.training.perf: the malloc tuning of CPU training processes; when to compile the tower."""
 
 import platform
 import resource
@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch._inductor.config as inductor_config
 
-from recsys.perf import compile_unavailable, use_compile
+from recsys.training.perf import compile_unavailable, use_compile
 
 glibc_linux = pytest.mark.skipif(
     not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
@@ -30,7 +30,7 @@ _ROUNDS = textwrap.dedent("""
     if libc.prctl(PR_SET_THP_DISABLE, ctypes.c_ulong(1), zero, zero, zero) != 0:
         sys.exit(f"prctl(PR_SET_THP_DISABLE) failed: errno {ctypes.get_errno()}")
     if sys.argv[1] == "tuned":
-        from recsys.perf import keep_freed_memory
+        from recsys.training.perf import keep_freed_memory
         assert keep_freed_memory() is True
     libc.malloc.restype = ctypes.c_void_p
     libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
@@ -88,7 +88,7 @@ def test_use_compile_modes(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @glibc_linux
 def test_malloc_tuning_is_left_alone_when_the_environment_says_off(monkeypatch) -> None:
-    from recsys.perf import MALLOC_TUNING_ENV, keep_freed_memory
+    from recsys.training.perf import MALLOC_TUNING_ENV, keep_freed_memory
 
     monkeypatch.setenv(MALLOC_TUNING_ENV, "off")
     assert keep_freed_memory() is False

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from data.synth import SynthConfig, synthesize
-from recsys import train as train_module
 from recsys.config import load_train_config
 from recsys.config_io import preset_names
+from recsys.training import train as train_module
 from tests.recsys.train_fixtures import TINY
 
 SMALL = SynthConfig(n_users=120, n_items=80, n_days=30, seed=11)

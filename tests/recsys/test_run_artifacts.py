@@ -2,7 +2,7 @@ import json
 
 from data.dataset import load_dataset
 from data.prepare import PrepareConfig, prepare
-from recsys.run_artifacts import DATA_STATE, load_data_state, save_data_state
+from recsys.runs.run_artifacts import DATA_STATE, load_data_state, save_data_state
 from tests.recsys.train_fixtures import make_world
 
 

@@ -8,7 +8,7 @@ import math
 import polars as pl
 import pytest
 
-from recsys import rundir
+from recsys.runs import rundir
 from tests.recsys.run_fixtures import make_run, truth_frame, with_predictions
 
 

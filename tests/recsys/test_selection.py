@@ -16,9 +16,9 @@ from scipy.stats import norm
 
 from recsys.commands import select_cmd
 from recsys.errors import UsageError
-from recsys.metrics import auc, gauc, logloss
-from recsys.selection import champion_history, champion_version, parse_guardrails, select
-from recsys.selection_stats import (
+from recsys.evaluation.metrics import auc, gauc, logloss
+from recsys.runs.selection import champion_history, champion_version, parse_guardrails, select
+from recsys.runs.selection_stats import (
     MetricSpec,
     _multiplicities,
     _replicate_fn,
@@ -27,7 +27,7 @@ from recsys.selection_stats import (
     paired_bootstrap,
     parse_metric,
 )
-from recsys.tracking import track_run
+from recsys.runs.tracking import track_run
 from tests.recsys.run_fixtures import fresh_store, make_run, truth_frame, with_predictions
 
 GAUC = MetricSpec("labels.like.gauc", "like", "gauc")
@@ -228,7 +228,7 @@ def test_equally_good_models_are_promoted_at_a_rate_of_at_most_alpha():
     """Under the null (challenger and champion equally good, independent noise) the rule
     promotes at most alpha of the time; about half of the pairs have a positive gain by chance,
     so a rule on the gain's sign alone would promote near 50%."""
-    from recsys.selection import _decide
+    from recsys.runs.selection import _decide
 
     rng = np.random.default_rng(7)
     sims, alpha = 200, 0.05

@@ -21,7 +21,7 @@ from data.errors import DataError
 from recsys.config import TrainConfig
 from recsys.config_io import config_to_dict, flatten
 from recsys.errors import UsageError
-from recsys.perf import compile_unavailable
+from recsys.training.perf import compile_unavailable
 from tests.recsys.settings_lab import (
     Lab,
     count,

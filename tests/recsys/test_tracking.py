@@ -11,12 +11,12 @@ import warnings
 import pytest
 from mlflow import MlflowClient
 
-from recsys import rundir
 from recsys.commands import track_cmd
 from recsys.config import load_train_config
 from recsys.errors import UsageError
-from recsys.tracking import TrackingWarning, default_tracking_uri, track_run
-from recsys.train import train
+from recsys.runs import rundir
+from recsys.runs.tracking import TrackingWarning, default_tracking_uri, track_run
+from recsys.training.train import train
 from tests.recsys.run_fixtures import fresh_store, make_run, truth_frame, with_predictions
 from tests.recsys.train_fixtures import TINY, run_recsys
 
@@ -180,7 +180,7 @@ def test_a_sync_after_a_failure_past_the_model_version_leaves_no_orphan_version(
     """The store fails after the model version is created (here: when the run is marked
     finished). The retry replaces the half-logged run; the version that run registered goes
     with it, so selection sees one candidate, not a second one whose run is deleted."""
-    from recsys.selection import select
+    from recsys.runs.selection import select
 
     run_dir = make_run(tmp_path, "half", preds, model_name="ctr")
     with monkeypatch.context() as patch:

@@ -12,13 +12,13 @@ import pytest
 from mlflow import MlflowClient
 
 from data.dataset import dataset_fingerprint, load_dataset
-from recsys import rundir
 from recsys.config import load_train_config
-from recsys.evaluate import evaluate
-from recsys.selection import SELECTION_EXPERIMENT, select
-from recsys.tracking import ensure_experiment, track_run
-from recsys.tracking_context import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, to_ms
-from recsys.train import train
+from recsys.evaluation.evaluate import evaluate
+from recsys.runs import rundir
+from recsys.runs.selection import SELECTION_EXPERIMENT, select
+from recsys.runs.tracking import ensure_experiment, track_run
+from recsys.runs.tracking_context import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, to_ms
+from recsys.training.train import train
 from tests.recsys.run_fixtures import fresh_store, make_run, truth_frame, with_predictions
 from tests.recsys.train_fixtures import TINY
 

@@ -1,4 +1,4 @@
-"""The training loop (recsys/train.py): em3 learns and writes a complete run, the interest
+"""The training loop (recsys/training/train.py): em3 learns and writes a complete run, the interest
 warm-up, the optimizer groups, kill-and-resume, refused resumes, two processes."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 
 from ranking.config import native_cpu_bf16
 from recsys.config import load_train_config
-from recsys.train import build_optimizer
+from recsys.training.train import build_optimizer
 from tests.recsys.train_fixtures import REPO, TINY, content_model, recsys_cmd, run_recsys, set_args
 
 
@@ -45,7 +45,7 @@ def test_em3_learns_and_writes_a_complete_run(em3_run):
 
 def test_interest_warmup_ramps_over_the_configured_epochs(world, tmp_path):
     from ranking.dist import init_process_group_from_env
-    from recsys.train import Trainer
+    from recsys.training.train import Trainer
 
     env = init_process_group_from_env()
     cfg = load_train_config("em3", [*TINY, f'data.dir="{world}"', "interest.warmup_epochs=1.5",
@@ -131,8 +131,8 @@ def test_resume_with_other_settings_is_refused_before_anything_is_touched(world,
     """A resume continues the run that was started: a changed setting that decides what the run
     is (here the dropout, and the prior offset that a run saved before it existed lacks) stops
     it with exit 2 before any data is prepared; epochs, threads and paths may change."""
-    from recsys import rundir
     from recsys.config import train_config_toml
+    from recsys.runs import rundir
 
     saved = train_config_toml(load_train_config("id_only", TINY))
     run = tmp_path / "run"
@@ -172,7 +172,7 @@ def test_two_process_torchrun_training_writes_metrics(world, tmp_path):
     assert json.loads((step / "meta.json").read_text())["world_size"] == 2
     # Row by row, the two ranks' test scores are what one process scores with the same best
     # checkpoint: a score gathered onto another row would not be.
-    from recsys.evaluate import evaluate
+    from recsys.evaluation.evaluate import evaluate
 
     one = evaluate(out, world, out=tmp_path / "one-process", tracking=False, progress=False)
     assert one["rows"] == test_rows

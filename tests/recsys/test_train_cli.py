@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from recsys import rundir
 from recsys.cli import main
 from recsys.config import load_train_config, train_config_toml
+from recsys.runs import rundir
 from tests.recsys.train_fixtures import TINY, run_recsys, set_args
 
 

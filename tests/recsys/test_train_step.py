@@ -12,7 +12,7 @@ from tests.recsys.train_fixtures import TINY
 
 def _trainer(world, tmp_path, preset: str = "em3", *overrides: str):
     from ranking.dist import init_process_group_from_env
-    from recsys.train import Trainer
+    from recsys.training.train import Trainer
 
     cfg = load_train_config(preset, [*TINY, f'data.dir="{world}"', "train.compile=off",
                                      *overrides])
@@ -20,7 +20,7 @@ def _trainer(world, tmp_path, preset: str = "em3", *overrides: str):
 
 
 def test_the_wrapped_module_computes_the_same_loss_as_em3_loss(world, tmp_path):
-    from recsys.build import em3_of
+    from recsys.model.build import em3_of
 
     trainer = _trainer(world, tmp_path)
     assert trainer.em3 is em3_of(trainer.model) is trainer.model.module  # one module, one handle
@@ -41,7 +41,7 @@ def test_the_wrapped_module_computes_the_same_loss_as_em3_loss(world, tmp_path):
 
 
 def test_clipping_bounds_the_joint_norm_of_every_dense_group_and_no_table(world, tmp_path):
-    from recsys.train import DENSE_GROUPS, clip_dense_gradients
+    from recsys.training.train import DENSE_GROUPS, clip_dense_gradients
 
     trainer = _trainer(world, tmp_path)
     named = {g.get("name") for g in trainer.optimizer.param_groups}

@@ -12,7 +12,7 @@ from data.synth import SynthConfig, synthesize
 
 if TYPE_CHECKING:
     from data.prepare import Prepared
-    from recsys.model import EM3Model
+    from recsys.model.em3 import EM3Model
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,8 +57,8 @@ def content_model(world: Path, *overrides: str) -> tuple[EM3Model, Prepared]:
     from data.prepare import prepare
     from multimodal.token_cache import build_token_cache
     from recsys.config import load_train_config
-    from recsys.content_setup import TokenCache
-    from recsys.model import EM3Model
+    from recsys.model.content_setup import TokenCache
+    from recsys.model.em3 import EM3Model
 
     cfg = load_train_config("em3", [*TINY, f'data.dir="{world}"', *overrides])
     dataset = load_dataset(world)

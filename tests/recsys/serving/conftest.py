@@ -17,8 +17,8 @@ import pytest
 
 from recsys.cli import main
 from recsys.config import load_train_config
-from recsys.tracking import track_run
-from recsys.train import train
+from recsys.runs.tracking import track_run
+from recsys.training.train import train
 from tests.recsys.train_fixtures import TINY
 
 MODEL = "ranker"

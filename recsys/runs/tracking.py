@@ -42,10 +42,10 @@ from mlflow.utils.validation import (
     MAX_TAG_VAL_LENGTH,
 )
 
-from recsys import rundir, tracking_context
 from recsys.config_io import flatten
-from recsys.plots import make_plots
-from recsys.tracking_context import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
+from recsys.evaluation.plots import make_plots
+from recsys.runs import rundir, tracking_context
+from recsys.runs.tracking_context import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 
 DEFAULT_DB = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
@@ -254,7 +254,7 @@ def _model_source(client: MlflowClient, run: rundir.Run, run_id: str,
     is still registered, with its checkpoints as source and the reason in the run's
     ``recsys.servable_error`` tag: a failure here must not keep the results out of MLflow.
     """
-    from recsys.run_artifacts import DATA_STATE
+    from recsys.runs.run_artifacts import DATA_STATE
     from recsys.serving.mlflow_model import MODEL_DIR, ensure_mlflow_model
 
     try:

@@ -2,7 +2,7 @@
 start and end times, per-epoch metric timestamps, the data it trained and was evaluated on as
 dataset inputs, and, for an evaluation run, the training run and model version it evaluated.
 
-``recsys.tracking`` calls these while it mirrors a run directory; everything here is read from
+``recsys.runs.tracking`` calls these while it mirrors a run directory; everything here is read from
 the run directory (``run.json``, ``history.jsonl``, ``predictions/``) and the dataset directory
 it names, never invented: a time that was not recorded is left to MLflow's "now".
 """
@@ -19,7 +19,7 @@ import polars as pl
 from mlflow.entities import Dataset, DatasetInput, InputTag
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID
 
-from recsys import rundir
+from recsys.runs import rundir
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"

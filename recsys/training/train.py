@@ -33,17 +33,17 @@ from ranking.checkpoint import (
 )
 from ranking.dist import DistEnv, process_group
 from ranking.optim import dense_optimizer, dense_parameters
-from recsys import rundir
-from recsys.build import BEST, apply_threads, autocast, build_model, em3_of
 from recsys.config import TrainConfig, load_run_config, resume_differences, train_config_toml
-from recsys.content_setup import load_item_tokens
 from recsys.errors import UsageError
-from recsys.metrics import compute_metrics
-from recsys.model import EM3Model
-from recsys.perf import count_flops, keep_freed_memory, mfu, peak_flops, use_compile
-from recsys.predict import predictions_frame, score_split
-from recsys.run_artifacts import save_data_state
-from recsys.rundir import CHECKPOINTS_DIR
+from recsys.evaluation.metrics import compute_metrics
+from recsys.evaluation.predict import predictions_frame, score_split
+from recsys.model.build import BEST, apply_threads, autocast, build_model, em3_of
+from recsys.model.content_setup import load_item_tokens
+from recsys.model.em3 import EM3Model
+from recsys.runs import rundir
+from recsys.runs.run_artifacts import save_data_state
+from recsys.runs.rundir import CHECKPOINTS_DIR
+from recsys.training.perf import count_flops, keep_freed_memory, mfu, peak_flops, use_compile
 
 
 @dataclass
@@ -366,7 +366,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, preset: s
     with process_group() as env:
         metrics = _train_and_test(cfg, run_dir, env, resume, preset, progress)
     if env.is_main and cfg.tracking.enabled:
-        from recsys.tracking import track_run
+        from recsys.runs.tracking import track_run
 
         with warnings.catch_warnings():
             warnings.simplefilter("default")

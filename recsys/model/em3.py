@@ -21,9 +21,9 @@ from multimodal.pooled_content import PooledItemContent
 from multimodal.qformer import QFormerConfig
 from ranking.loss import multitask_bce
 from ranking.model import RankingModel
-from recsys.cic import ContentIdContrastive
 from recsys.config import TrainConfig
-from recsys.interest import InterestContrastive
+from recsys.model.cic import ContentIdContrastive
+from recsys.model.interest import InterestContrastive
 
 
 class EM3Output(NamedTuple):

@@ -6,7 +6,7 @@ Rules (docs/evaluation.md §4):
 - every undecided version (no ``selection.decision`` or ``selection.demoted_by`` tag) is a
   challenger; all of them are compared with the champion at once, on the same evaluation rows
   (``predictions/<split>.parquet`` of each version's run, joined on ``row_id``), by a paired
-  bootstrap over users (``recsys.selection_stats``), and their p-values are adjusted together
+  bootstrap over users (``recsys.runs.selection_stats``), and their p-values are adjusted together
   by Holm's step-down method (one family per round);
 - a challenger clears a round only when its gain is ≥ ``min_gain``, positive and significant
   after Holm (adjusted p < ``alpha``) and every guardrail metric holds (a non-inferiority
@@ -37,8 +37,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 
 from recsys.errors import UsageError
-from recsys.rundir import prediction_labels, utc_now
-from recsys.selection_stats import (
+from recsys.runs.rundir import prediction_labels, utc_now
+from recsys.runs.selection_stats import (
     MetricSpec,
     ab_test_users,
     holm,
@@ -46,7 +46,7 @@ from recsys.selection_stats import (
     paired_bootstrap,
     parse_metric,
 )
-from recsys.tracking import client_for, ensure_experiment, resolve_tracking_uri
+from recsys.runs.tracking import client_for, ensure_experiment, resolve_tracking_uri
 
 CHAMPION = "champion"
 PREVIOUS = "previous-champion"

@@ -18,14 +18,14 @@ from data.dataset import load_dataset
 from data.prepare import PrepareConfig, prepare
 from data.vocab import Vocab
 from ranking.dist import DistEnv, process_group
-from recsys import rundir
-from recsys.build import apply_threads, best_checkpoint, build_model
 from recsys.config import TrainConfig, load_run_config, train_config_toml
-from recsys.content_setup import load_item_tokens
 from recsys.errors import UsageError
-from recsys.metrics import compute_metrics
-from recsys.predict import predictions_frame, score_split
-from recsys.run_artifacts import load_data_state
+from recsys.evaluation.metrics import compute_metrics
+from recsys.evaluation.predict import predictions_frame, score_split
+from recsys.model.build import apply_threads, best_checkpoint, build_model
+from recsys.model.content_setup import load_item_tokens
+from recsys.runs import rundir
+from recsys.runs.run_artifacts import load_data_state
 
 SPLITS = ("train", "valid", "test")
 
@@ -56,7 +56,7 @@ def evaluate(run: str | Path, data_dir: str | Path, split: str = "test", out: st
     if metrics is None:  # ranks other than 0
         return None
     if tracking and cfg.tracking.enabled:
-        from recsys.tracking import track_run
+        from recsys.runs.tracking import track_run
 
         with warnings.catch_warnings():
             warnings.simplefilter("default")
@@ -94,7 +94,7 @@ def _score_and_write(run: Path, data_dir: str | Path, split: str, out: Path, che
     rundir.init_run(out, config_toml=train_config_toml(cfg), kind="evaluate", preset=meta.get("preset"),
                     model_name=None, labels=list(layout.labels), dataset_dir=dataset.root,
                     dataset_fingerprint=dataset.fingerprint)
-    # when it started and what it evaluated, for MLflow (recsys.tracking_context.evaluated)
+    # when it started and what it evaluated, for MLflow (recsys.runs.tracking_context.evaluated)
     tracking = meta.get("tracking") or {}
     rundir.update_meta(out, created_at=started_at, evaluated={
         "run_dir": str(run.resolve()), "run_name": meta.get("name"),

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys.cic import symmetric_infonce
+from recsys.model.cic import symmetric_infonce
 
 
 class InterestContrastive(nn.Module):

@@ -15,7 +15,7 @@ later when the tracking store was unreachable). Layout::
       metrics.json              final metrics (docs/design.md §5.3); other splits in metrics_<split>.json
       predictions/<split>.parquet   row keys, truths and probabilities (see PREDICTION_KEYS)
       checkpoints/              written by training; opaque, logged as the model artifact
-      plots/                    PNGs made by ``recsys.plots`` when the run is tracked
+      plots/                    PNGs made by ``recsys.evaluation.plots`` when the run is tracked
 
 Every file is written atomically (temp file in the same directory, then ``rename``) so that a
 crash never leaves a half-written JSON or Parquet file that a later sync would upload.

@@ -21,8 +21,8 @@ from ranking.dist import DistEnv
 from ranking.sharding import shard_model
 from recsys.config import TrainConfig
 from recsys.errors import UsageError
-from recsys.model import EM3Model
-from recsys.rundir import CHECKPOINTS_DIR
+from recsys.model.em3 import EM3Model
+from recsys.runs.rundir import CHECKPOINTS_DIR
 
 BEST = "best"  # checkpoints/best: the weights of the best validation epoch
 

@@ -24,8 +24,8 @@ import polars as pl  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
-from recsys import rundir  # noqa: E402
-from recsys.metrics import auc  # noqa: E402
+from recsys.evaluation.metrics import auc  # noqa: E402
+from recsys.runs import rundir  # noqa: E402
 
 N_BINS = 10
 

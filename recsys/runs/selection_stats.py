@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from recsys.metrics import EPS, group_auc
-from recsys.metrics import auc as plain_auc
+from recsys.evaluation.metrics import EPS, group_auc
+from recsys.evaluation.metrics import auc as plain_auc
 
 KINDS = ("auc", "gauc", "logloss", "auc_cold_item", "auc_cold_user")
 

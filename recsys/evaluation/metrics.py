@@ -254,7 +254,7 @@ def _retention_metrics(df: pl.DataFrame, notes: dict[str, str]) -> dict[str, Any
 
 def compute_metrics(predictions: pl.DataFrame, labels: list[str] | tuple[str, ...], split: str,
                     throughput: dict[str, float | None] | None = None) -> dict[str, Any]:
-    """The ``metrics.json`` dict (docs/design.md §5.3) of a predictions frame (``recsys.rundir`` layout).
+    """The ``metrics.json`` dict (docs/design.md §5.3) of a predictions frame (``recsys.runs.rundir`` layout).
 
     Per label: ``auc``, ``gauc`` (+ ``gauc_users``), ``logloss``, ``auc_cold_item``,
     ``auc_cold_user`` (+ their row counts), ``gauc_cold_item``, ``gauc_cold_user`` (+ their

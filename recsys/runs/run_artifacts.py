@@ -13,7 +13,7 @@ from pathlib import Path
 from data.batch import FeatureLayout
 from data.prepare import Prepared
 from data.vocab import Vocab
-from recsys.rundir import atomic_write_text
+from recsys.runs.rundir import atomic_write_text
 
 DATA_STATE = "data_state.json"
 

@@ -18,7 +18,7 @@ import torch.distributed as dist
 from data.batch import RETENTION_COUNTS, RETENTION_LABELS
 from data.loader import BatchLoader
 from data.prepare import Prepared
-from recsys.build import autocast
+from recsys.model.build import autocast
 
 KEY_COLUMNS = ("row_id", "user_id", "item_id", "user_key", "cold_item", "cold_user")
 
@@ -66,7 +66,7 @@ def score_split(model: torch.nn.Module, prepared: Prepared, split: str, batch_si
 
 
 def predictions_frame(prepared: Prepared, split: str, probs: dict[str, np.ndarray]) -> pl.DataFrame:
-    """Row keys, truths and ``pred_<head>`` columns in the ``recsys.rundir`` layout."""
+    """Row keys, truths and ``pred_<head>`` columns in the ``recsys.runs.rundir`` layout."""
     rows = prepared.frame.filter(pl.col("split") == split)
     labels = list(prepared.layout.labels)
     retention = [r for r in RETENTION_LABELS if r in rows.columns]

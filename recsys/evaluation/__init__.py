@@ -1,0 +1,1 @@
+"""Metrics, scoring a split, evaluation runs and plots."""

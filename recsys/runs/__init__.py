@@ -1,0 +1,1 @@
+"""Run directories, their artifacts, MLflow tracking and candidate selection."""
