@@ -91,6 +91,7 @@ def run_case(case: dict) -> dict[str, dict]:
     os.environ.setdefault("MASTER_PORT", str(29600 + os.getpid() % 1000))
     import torch
 
+    import recsys.training.optim
     import recsys.training.train
     from ranking.dist import init_process_group_from_env
     from ranking.testing.tower import aten_prelu, float32_dense_tower
@@ -109,7 +110,7 @@ def run_case(case: dict) -> dict[str, dict]:
         trainer.model.train()
         # The same parameters under PyTorch's per-parameter AdamW instead of the fused kernel.
         optimizers = {"fused": trainer.optimizer,
-                      "plain": recsys.training.train.build_optimizer(trainer.model, cfg,
+                      "plain": recsys.training.optim.build_optimizer(trainer.model, cfg,
                                                             fused=False)}
         ranking = trainer.em3.ranking
         batches = list(itertools.islice(trainer.loader, WARMUP + STEPS))

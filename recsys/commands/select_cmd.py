@@ -63,7 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_select(args: argparse.Namespace) -> int:
-    from recsys.runs.selection import champion_history, select
+    from recsys.runs.selection import select
+    from recsys.runs.selection_record import champion_history
 
     if args.history:
         out = {"model": args.model, "history": champion_history(args.model, args.tracking_uri)}

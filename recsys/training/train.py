@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 
 from data.dataset import load_dataset
 from data.loader import BatchLoader
@@ -32,7 +31,6 @@ from ranking.checkpoint import (
     save_checkpoint,
 )
 from ranking.dist import DistEnv, process_group
-from ranking.optim import dense_optimizer, dense_parameters
 from recsys.config import TrainConfig, load_run_config, resume_differences, train_config_toml
 from recsys.errors import UsageError
 from recsys.evaluation.metrics import compute_metrics
@@ -43,6 +41,7 @@ from recsys.model.em3 import EM3Model
 from recsys.runs import rundir
 from recsys.runs.run_artifacts import save_data_state
 from recsys.runs.rundir import CHECKPOINTS_DIR
+from recsys.training.optim import build_optimizer, clip_dense_gradients
 from recsys.training.perf import count_flops, keep_freed_memory, mfu, peak_flops, use_compile
 
 
@@ -84,51 +83,6 @@ def _set_rng_state(s: dict[str, Any]) -> None:
     name, np_keys, pos, has_gauss, cached = s["numpy"]
     np.random.set_state((name, np.asarray(np_keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(s["torch"])
-
-
-# The dense optimizer's parameter groups, by name (each has its own learning rate).
-DENSE_GROUPS = ("ranking", "qformer", "adapters")
-
-
-def build_optimizer(model: torch.nn.Module, cfg: TrainConfig,
-                    fused: bool = True) -> CombinedOptimizer:
-    """Fused sparse optimizer (from DMP) + one ``ranking.dense_optimizer`` (AdamW by default)
-    over the dense groups ``DENSE_GROUPS``, each group with its own learning rate: ranking
-    tower and CIC, Q-Former base weights, LoRA adapters.
-
-    ``model``: a ``build_model`` result, or a plain ``EM3Model`` (then every parameter,
-    tables included, is dense).
-
-    ``fused=False`` keeps the dense AdamW on PyTorch's per-parameter implementation (the
-    comparison in ``benchmarks/train_step.py``); otherwise it is fused where it can be."""
-    dense = dense_parameters(model)
-    groups = em3_of(model).content_param_groups()
-    qformer_ids = {id(p) for p in groups["qformer"]}
-    adapter_ids = {id(p) for p in groups["adapters"]}
-    lrs = {"ranking": cfg.ranking.dense_lr, "qformer": cfg.optim.qformer_lr,
-           "adapters": cfg.optim.adapter_lr}
-
-    def factory(params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
-        by_group: dict[str, list[torch.nn.Parameter]] = {k: [] for k in DENSE_GROUPS}
-        for p in params:
-            key = "qformer" if id(p) in qformer_ids else "adapters" if id(p) in adapter_ids else "ranking"
-            by_group[key].append(p)
-        return dense_optimizer(cfg.ranking.dense_optimizer,
-                               [{"params": ps, "lr": lrs[k], "name": k}
-                                for k, ps in by_group.items() if ps],
-                               cfg.optim.weight_decay, fused)
-
-    parts = [("sparse", model.fused_optimizer)] if hasattr(model, "fused_optimizer") else []
-    parts.append(("dense", KeyedOptimizerWrapper(dense, factory)))
-    return CombinedOptimizer(parts)
-
-
-def clip_dense_gradients(optimizer: CombinedOptimizer, max_norm: float) -> None:
-    """Clips the joint gradient norm of the ``DENSE_GROUPS`` parameters to ``max_norm``
-    (sparse tables are updated inside backward and never hold a ``.grad``)."""
-    params = [p for group in optimizer.param_groups if group.get("name") in DENSE_GROUPS
-              for p in group["params"] if p.grad is not None]
-    torch.nn.utils.clip_grad_norm_(params, max_norm)
 
 
 def _score(metrics: dict[str, Any], label: str, name: str) -> float | None:

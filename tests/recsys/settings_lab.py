@@ -33,7 +33,8 @@ from recsys.config import TrainConfig, load_train_config
 from recsys.model.build import build_model
 from recsys.model.content_setup import load_item_tokens
 from recsys.model.em3 import EM3Model
-from recsys.training.train import Trainer, TrainState, build_optimizer, seed_everything, train
+from recsys.training.optim import build_optimizer
+from recsys.training.train import Trainer, TrainState, seed_everything, train
 from tests.recsys.run_fixtures import fresh_store
 from tests.recsys.train_fixtures import TINY, make_world
 

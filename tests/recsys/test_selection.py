@@ -17,7 +17,8 @@ from scipy.stats import norm
 from recsys.commands import select_cmd
 from recsys.errors import UsageError
 from recsys.evaluation.metrics import auc, gauc, logloss
-from recsys.runs.selection import champion_history, champion_version, parse_guardrails, select
+from recsys.runs.selection import champion_version, parse_guardrails, select
+from recsys.runs.selection_record import champion_history
 from recsys.runs.selection_stats import (
     MetricSpec,
     _multiplicities,

@@ -15,7 +15,8 @@ from data.dataset import dataset_fingerprint, load_dataset
 from recsys.config import load_train_config
 from recsys.evaluation.evaluate import evaluate
 from recsys.runs import rundir
-from recsys.runs.selection import SELECTION_EXPERIMENT, select
+from recsys.runs.selection import select
+from recsys.runs.selection_record import SELECTION_EXPERIMENT
 from recsys.runs.tracking import ensure_experiment, track_run
 from recsys.runs.tracking_context import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, to_ms
 from recsys.training.train import train

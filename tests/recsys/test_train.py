@@ -16,7 +16,7 @@ import torch
 
 from ranking.config import native_cpu_bf16
 from recsys.config import load_train_config
-from recsys.training.train import build_optimizer
+from recsys.training.optim import build_optimizer
 from tests.recsys.train_fixtures import REPO, TINY, content_model, recsys_cmd, run_recsys, set_args
 
 

@@ -41,7 +41,7 @@ def test_the_wrapped_module_computes_the_same_loss_as_em3_loss(world, tmp_path):
 
 
 def test_clipping_bounds_the_joint_norm_of_every_dense_group_and_no_table(world, tmp_path):
-    from recsys.training.train import DENSE_GROUPS, clip_dense_gradients
+    from recsys.training.optim import DENSE_GROUPS, clip_dense_gradients
 
     trainer = _trainer(world, tmp_path)
     named = {g.get("name") for g in trainer.optimizer.param_groups}
