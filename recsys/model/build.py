@@ -1,6 +1,6 @@
 """The one place that builds a trainable or servable EM3 model from a config, a feature layout,
-the item tokens and (optionally) a checkpoint: ``recsys train`` and ``recsys evaluate`` both
-come through here, so a model is never assembled two ways.
+the item tokens and (optionally) a checkpoint: ``recsys train``, ``recsys evaluate`` and
+serving (``recsys.serving``) all come through here, so a model is never assembled two ways.
 
 Also the run-directory names of the checkpoints and the process settings that training and
 evaluation must share to score rows identically (threads, autocast).
