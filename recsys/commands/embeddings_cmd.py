@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from recsys.commands.predict_cmd import MODEL_HELP
+from recsys.commands.predict_cmd import MODEL_HELP, TRACKING_URI_HELP
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,8 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, type=Path, metavar="FILE",
                         help="embeddings (.parquet)")
     parser.add_argument("--tracking-uri", default=None,
-                        help="MLflow tracking and registry URI for a models:/ or runs:/ URI "
-                        "(default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)")
+                        help=TRACKING_URI_HELP)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run_export)
 

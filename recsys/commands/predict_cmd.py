@@ -8,6 +8,8 @@ from pathlib import Path
 
 MODEL_HELP = ("a training run directory, an MLflow Model folder, or an MLflow URI such as "
               "models:/em3-ranker@champion or models:/em3-ranker/3")
+TRACKING_URI_HELP = ("MLflow tracking and registry URI for a models:/ or runs:/ URI "
+                     "(default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,8 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="for a run directory whose MLflow Model is not written yet: the "
                         "run's dataset, when it moved since training")
     parser.add_argument("--tracking-uri", default=None,
-                        help="MLflow tracking and registry URI for a models:/ or runs:/ URI "
-                        "(default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)")
+                        help=TRACKING_URI_HELP)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_predict)
 

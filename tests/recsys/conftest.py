@@ -9,6 +9,7 @@ import pytest
 
 from recsys.config import load_train_config
 from recsys.training.train import train
+from tests.recsys.run_fixtures import fresh_store, truth_frame, with_predictions
 from tests.recsys.train_fixtures import TINY, make_world
 
 
@@ -23,3 +24,15 @@ def em3_run(world: Path, tmp_path_factory) -> tuple[Path, dict]:
     cfg = load_train_config("em3", [*TINY, f'data.dir="{world}"'])
     metrics = train(cfg, out, preset="em3", progress=False)
     return out, metrics
+
+
+@pytest.fixture
+def store(tmp_path, tmp_path_factory) -> str:
+    """A fresh SQLite MLflow store of one test (tracking and registry)."""
+    return fresh_store(tmp_path, tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="module")
+def preds():
+    """Truths of 30 users x 10 rows with noisy predictions, for runs made by hand."""
+    return with_predictions(truth_frame(n_users=30, rows_per_user=10), noise=1.0)

@@ -29,7 +29,7 @@ from recsys.runs.selection_stats import (
     parse_metric,
 )
 from recsys.runs.tracking import track_run
-from tests.recsys.run_fixtures import fresh_store, make_run, truth_frame, with_predictions
+from tests.recsys.run_fixtures import make_run, truth_frame, with_predictions
 
 GAUC = MetricSpec("labels.like.gauc", "like", "gauc")
 
@@ -103,11 +103,6 @@ def test_parse_metric_accepts_and_refuses():
 @pytest.fixture(scope="module")
 def truth():
     return truth_frame(n_users=150, rows_per_user=20, seed=5)
-
-
-@pytest.fixture
-def store(tmp_path, tmp_path_factory):
-    return fresh_store(tmp_path, tmp_path_factory.getbasetemp())
 
 
 def _register(tmp_path, store, model, name, preds):

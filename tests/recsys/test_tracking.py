@@ -17,18 +17,8 @@ from recsys.errors import UsageError
 from recsys.runs import rundir
 from recsys.runs.tracking import TrackingWarning, default_tracking_uri, track_run
 from recsys.training.train import train
-from tests.recsys.run_fixtures import fresh_store, make_run, truth_frame, with_predictions
+from tests.recsys.run_fixtures import make_run
 from tests.recsys.train_fixtures import TINY, run_recsys
-
-
-@pytest.fixture
-def store(tmp_path, tmp_path_factory):
-    return fresh_store(tmp_path, tmp_path_factory.getbasetemp())
-
-
-@pytest.fixture(scope="module")
-def preds():
-    return with_predictions(truth_frame(n_users=30, rows_per_user=10), noise=1.0)
 
 
 def _closed_port() -> int:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import warnings
 
-import pytest
 from mlflow import MlflowClient
 
 from data.dataset import dataset_fingerprint, load_dataset
@@ -20,18 +19,8 @@ from recsys.runs.selection_record import SELECTION_EXPERIMENT
 from recsys.runs.tracking import ensure_experiment, track_run
 from recsys.runs.tracking_context import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, to_ms
 from recsys.training.train import train
-from tests.recsys.run_fixtures import fresh_store, make_run, truth_frame, with_predictions
+from tests.recsys.run_fixtures import make_run
 from tests.recsys.train_fixtures import TINY
-
-
-@pytest.fixture
-def store(tmp_path, tmp_path_factory):
-    return fresh_store(tmp_path, tmp_path_factory.getbasetemp())
-
-
-@pytest.fixture(scope="module")
-def preds():
-    return with_predictions(truth_frame(n_users=30, rows_per_user=10), noise=1.0)
 
 
 def _contexts(run) -> dict[str, object]:
