@@ -74,7 +74,7 @@ def _check_categoricals(df: pl.DataFrame, path: Path, columns: list[str],
     return [p for c in columns for p in check_categorical(df, path, c, separators.get(c))]
 
 
-def _load_items(root: Path, spec: DatasetSpec, allow_missing_media: bool) -> tuple[pl.DataFrame, list[Problem], Path]:
+def load_items(root: Path, spec: DatasetSpec, allow_missing_media: bool) -> tuple[pl.DataFrame, list[Problem], Path]:
     s = spec.items
     path = resolve_table_path(root, s.file, "items.file")
     df = read_table(path)
@@ -159,7 +159,7 @@ def _check_images(items: pl.DataFrame, root: Path, path: Path, column: str | Non
     return items, problems
 
 
-def _load_users(root: Path, spec: DatasetSpec) -> tuple[pl.DataFrame | None, Path | None]:
+def load_users(root: Path, spec: DatasetSpec) -> tuple[pl.DataFrame | None, Path | None]:
     if spec.users is None:
         return None, None
     s = spec.users
@@ -177,10 +177,15 @@ def _load_users(root: Path, spec: DatasetSpec) -> tuple[pl.DataFrame | None, Pat
                      *categorical_exprs(df, s.categorical, s.multi_valued, "user_")), path
 
 
-def _load_interactions(root: Path, spec: DatasetSpec, items: pl.DataFrame, items_path: Path) -> tuple[pl.DataFrame, Path]:
+def interaction_problems(df: pl.DataFrame, path: Path, spec: DatasetSpec,
+                         text_ts_kind: str | None = None) -> tuple[pl.Series | None, list[Problem]]:
+    """The per-row contract checks of (a chunk of) the interactions table and its timestamps
+    as Int64 seconds. Rows in the problems count from the chunk's first row.
+
+    ``text_ts_kind``: for text timestamps, the kind the whole column reads as (see
+    ``validate.timestamp_seconds``); None decides it from this chunk's first value.
+    """
     s = spec.interactions
-    path = resolve_table_path(root, s.file, "interactions.file")
-    df = read_table(path)
     problems = require_columns(df, path, [s.user, s.item, s.timestamp, *s.labels, *s.categorical])
     if problems:
         raise DataError(problems)
@@ -188,21 +193,31 @@ def _load_interactions(root: Path, spec: DatasetSpec, items: pl.DataFrame, items
     problems += check_id(df, path, s.item)
     for label in s.labels:
         problems += check_label(df, path, label)
-    ts, ts_problems = timestamp_seconds(df, path, s.timestamp)
+    ts, ts_problems = timestamp_seconds(df, path, s.timestamp, text_kind=text_ts_kind)
     problems += ts_problems
     problems += _check_categoricals(df, path, s.categorical, s.multi_valued)
-    if problems:
-        raise DataError(problems)
+    return ts, problems
 
-    item_dtype, id_dtype = items.schema["item_id"], df.schema[s.item]
+
+def check_item_id_types(spec: DatasetSpec, id_dtype: pl.DataType, items: pl.DataFrame,
+                        path: Path, items_path: Path) -> None:
+    """Raises when the interactions' item ids are integers and the item table's strings, or back."""
+    item_dtype = items.schema["item_id"]
     if item_dtype.is_integer() != id_dtype.is_integer():
         raise DataError(Problem(str(path), f"item ids are {id_dtype} here but {item_dtype} in {items_path.name}",
-                                column=s.item))
+                                column=spec.interactions.item))
+
+
+def canonical_interactions(df: pl.DataFrame, ts: pl.Series, spec: DatasetSpec, items: pl.DataFrame,
+                           path: Path, items_path: Path, row_offset: int = 0) -> pl.DataFrame:
+    """(A chunk of) the checked interactions in canonical columns; ``row_id`` counts from
+    ``row_offset``. Raises DataError naming the first row whose item is not in the item table."""
+    s = spec.interactions
     out = df.select(
-        pl.int_range(pl.len(), dtype=pl.Int64).alias("row_id"),
+        (pl.int_range(pl.len(), dtype=pl.Int64) + row_offset).alias("row_id"),
         pl.col(s.user).alias("user_id"),
         # Not strict: an id the item table's type cannot hold is simply not in the item table.
-        pl.col(s.item).cast(item_dtype, strict=False).alias("item_id"),
+        pl.col(s.item).cast(items.schema["item_id"], strict=False).alias("item_id"),
         ts.alias("ts"),
         *[pl.col(c).cast(pl.Int8).alias(c) for c in s.labels],
         *categorical_exprs(df, s.categorical, s.multi_valued, "ctx_"),
@@ -211,11 +226,29 @@ def _load_interactions(root: Path, spec: DatasetSpec, items: pl.DataFrame, items
     row = first_row(out, pl.col("item_row").is_null())
     if row is not None:
         raise DataError(Problem(str(path), f"item '{df[s.item][row - 1]}' is not in the item table "
-                                f"({items_path.name})", column=s.item, row=row))
-    return out, path
+                                f"({items_path.name})", column=s.item, row=row + row_offset))
+    return out
 
 
-def _fingerprint(spec_path: Path, table_paths: list[Path]) -> str:
+def check_user_id_types(spec: DatasetSpec, id_dtype: pl.DataType, users: pl.DataFrame | None,
+                        users_path: Path | None, inter_path: Path) -> None:
+    """Raises when the user table's ids are integers and the interactions' strings, or back."""
+    if users is not None and users["user_id"].dtype.is_integer() != id_dtype.is_integer():
+        raise DataError(Problem(str(users_path), f"user ids are {users['user_id'].dtype} here but "
+                                f"{id_dtype} in {inter_path.name}", column=spec.users.id))
+
+
+def _load_interactions(root: Path, spec: DatasetSpec, items: pl.DataFrame, items_path: Path) -> tuple[pl.DataFrame, Path]:
+    path = resolve_table_path(root, spec.interactions.file, "interactions.file")
+    df = read_table(path)
+    ts, problems = interaction_problems(df, path, spec)
+    if problems:
+        raise DataError(problems)
+    check_item_id_types(spec, df.schema[spec.interactions.item], items, path, items_path)
+    return canonical_interactions(df, ts, spec, items, path, items_path), path
+
+
+def tables_fingerprint(spec_path: Path, table_paths: list[Path]) -> str:
     h = hashlib.sha256(spec_path.read_bytes())
     for p in table_paths:
         h.update(p.name.encode())
@@ -233,8 +266,8 @@ def dataset_fingerprint(directory: str | Path) -> str:
     # Same order as load_dataset: interactions, items, users.
     sections = {"interactions": spec.interactions, "items": spec.items,
                 **({"users": spec.users} if spec.users else {})}
-    return _fingerprint(root / "dataset.toml",
-                        [resolve_table_path(root, s.file, f"{k}.file") for k, s in sections.items()])
+    return tables_fingerprint(root / "dataset.toml",
+                              [resolve_table_path(root, s.file, f"{k}.file") for k, s in sections.items()])
 
 
 def load_dataset(directory: str | Path, allow_missing_media: bool = False) -> Dataset:
@@ -245,13 +278,10 @@ def load_dataset(directory: str | Path, allow_missing_media: bool = False) -> Da
     """
     root = Path(directory).resolve()
     spec = read_spec(root)
-    items, media_problems, items_path = _load_items(root, spec, allow_missing_media)
-    users, users_path = _load_users(root, spec)
+    items, media_problems, items_path = load_items(root, spec, allow_missing_media)
+    users, users_path = load_users(root, spec)
     interactions, inter_path = _load_interactions(root, spec, items, items_path)
-    if users is not None and users["user_id"].dtype.is_integer() != interactions["user_id"].dtype.is_integer():
-        raise DataError(Problem(str(users_path), f"user ids are {users['user_id'].dtype} here but "
-                                f"{interactions['user_id'].dtype} in {inter_path.name}",
-                                column=spec.users.id))
+    check_user_id_types(spec, interactions["user_id"].dtype, users, users_path, inter_path)
     tables = [inter_path, items_path, *([users_path] if users_path else [])]
     return Dataset(
         root=root,
@@ -259,6 +289,6 @@ def load_dataset(directory: str | Path, allow_missing_media: bool = False) -> Da
         interactions=interactions,
         items=items,
         users=users,
-        fingerprint=_fingerprint(root / "dataset.toml", tables),
+        fingerprint=tables_fingerprint(root / "dataset.toml", tables),
         missing_media=media_problems,
     )

@@ -23,13 +23,17 @@ def retention_columns(horizon: int) -> tuple[str, str]:
     return f"return_{horizon}d", f"lt{horizon}"
 
 
-def add_retention_labels(inter: pl.DataFrame, horizons: tuple[int, ...] = HORIZONS) -> pl.DataFrame:
+def add_retention_labels(inter: pl.DataFrame, horizons: tuple[int, ...] = HORIZONS,
+                         last_day: int | None = None) -> pl.DataFrame:
     """Adds ``return_<N>d`` (Int8) and ``lt<N>`` (Int32) for every horizon N, nulls where censored.
 
-    Needs ``user_id`` and ``ts`` (seconds). Input row order is kept.
+    Needs ``user_id`` and ``ts`` (seconds). Input row order is kept. ``last_day``: the log's
+    last day D when ``inter`` holds only some of its users (each with all their rows); None
+    takes it from ``inter``.
     """
     day = (pl.col("ts") // SECONDS_PER_DAY).alias("_day")
-    last_day = inter.select(day.max()).item()
+    if last_day is None:
+        last_day = inter.select(day.max()).item()
     # Sorted by (user, day), the distinct active days of all users get consecutive numbers
     # ``_ud``; a row's number is the running count of (user, day) changes.
     ordered = inter.select("user_id", day).with_row_index("_input_pos").sort("user_id", "_day")

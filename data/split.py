@@ -27,24 +27,41 @@ def split_cuts(n: int, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) 
     return math.floor(n * fractions[0] + 0.5), math.floor(n * (fractions[0] + fractions[1]) + 0.5)
 
 
-def time_split(inter: pl.DataFrame, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> pl.DataFrame:
+TimeKey = tuple[int, int]  # (ts, row_id) of one row: its place in time order
+
+
+def time_cut_keys(inter: pl.DataFrame, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+                  ) -> tuple[TimeKey | None, TimeKey | None]:
+    """The ``(ts, row_id)`` of the first valid row and of the first test row of a time split
+    of ``inter`` (None where that part is empty at the end: the position is past the last row).
+    """
+    positions = split_cuts(inter.height, fractions)
+    # The rows at the two cut positions in (ts, row_id) order are found with one sort of two
+    # columns (row_id is unique).
+    keys = inter.select("ts", "row_id").sort("ts", "row_id")
+    return tuple(keys.row(p) if p < inter.height else None for p in positions)  # type: ignore[return-value]
+
+
+def time_split(inter: pl.DataFrame, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+               cut_keys: tuple[TimeKey | None, TimeKey | None] | None = None) -> pl.DataFrame:
     """Adds ``split`` (String): the first 80% of rows in time order are train, the next 10%
     valid, the last 10% test (for the default fractions).
 
     The split is by row count, so rows sharing a timestamp at a boundary may fall on both sides
     of it (ordered by ``row_id``); no train row is ever later than a valid row, and no valid row
     later than a test row. Input row order is kept.
-    """
-    cut_valid, cut_test = split_cuts(inter.height, fractions)
-    # The rows at the two cut positions in (ts, row_id) order are found with one sort of two
-    # columns; every row is then placed by comparing its key with theirs (row_id is unique).
-    keys = inter.select("ts", "row_id").sort("ts", "row_id")
 
-    def earlier_than(position: int) -> pl.Expr:
-        """True for the first ``position`` rows in time order."""
-        if position >= inter.height:
+    ``cut_keys``: the ``time_cut_keys`` of the whole log when ``inter`` is only a part of it
+    (the bounded-memory preparation splits one part of the users at a time); None computes
+    them from ``inter``.
+    """
+    cut_valid, cut_test = cut_keys if cut_keys is not None else time_cut_keys(inter, fractions)
+
+    def earlier_than(key: TimeKey | None) -> pl.Expr:
+        """True for the rows before ``key`` in time order (every row when there is none)."""
+        if key is None:
             return pl.lit(True)
-        ts, row_id = keys.row(position)
+        ts, row_id = key
         return (pl.col("ts") < ts) | ((pl.col("ts") == ts) & (pl.col("row_id") < row_id))
 
     return inter.with_columns(

@@ -47,11 +47,14 @@ def check_label(df: pl.DataFrame, path: Path, col: str) -> list[Problem]:
     return []
 
 
-def timestamp_seconds(df: pl.DataFrame, path: Path, col: str) -> tuple[pl.Series | None, list[Problem]]:
+def timestamp_seconds(df: pl.DataFrame, path: Path, col: str,
+                      text_kind: str | None = None) -> tuple[pl.Series | None, list[Problem]]:
     """Converts a timestamp column to Int64 seconds since the epoch.
 
     Accepts integer seconds (also as text, as a CSV column with one stray word reads), whole
-    float seconds, a datetime/date column, or ISO-8601 strings.
+    float seconds, a datetime/date column, or ISO-8601 strings. ``text_kind``: what a text
+    column reads as (``text_timestamp_kind`` of its first value; None: this column's first
+    value decides), so that the chunks of one column are read alike.
     """
     s = df[col]
     dtype = s.dtype
@@ -75,19 +78,27 @@ def timestamp_seconds(df: pl.DataFrame, path: Path, col: str) -> tuple[pl.Series
     if dtype == pl.Date:
         return s.cast(pl.Datetime("ms")).dt.epoch("s").cast(pl.Int64), []
     if dtype == pl.String:
-        return _text_timestamps(s, path, col)
+        return _text_timestamps(s, path, col, text_kind or text_timestamp_kind(s))
     return None, [Problem(str(path), f"timestamp must be integer seconds, datetime or ISO-8601 string, found {dtype}",
                           column=col)]
 
 
-def _text_timestamps(s: pl.Series, path: Path, col: str) -> tuple[pl.Series | None, list[Problem]]:
-    """Text timestamps: integer seconds when the first one is, else ISO-8601; the first value
-    that is not of that kind is reported with its row."""
-    as_int = s.str.strip_chars().cast(pl.Int64, strict=False)
-    if as_int[0] is not None:
-        kind, seconds = "integer seconds", as_int
+INTEGER_TEXT = "integer seconds"
+ISO_TEXT = "ISO-8601"
+
+
+def text_timestamp_kind(s: pl.Series) -> str:
+    """What a text timestamp column reads as: integer seconds when its first value is one,
+    else ISO-8601."""
+    return INTEGER_TEXT if s[:1].str.strip_chars().cast(pl.Int64, strict=False)[0] is not None else ISO_TEXT
+
+
+def _text_timestamps(s: pl.Series, path: Path, col: str, kind: str) -> tuple[pl.Series | None, list[Problem]]:
+    """Text timestamps read as ``kind``; the first value that is not of that kind is reported
+    with its row."""
+    if kind == INTEGER_TEXT:
+        seconds = s.str.strip_chars().cast(pl.Int64, strict=False)
     else:
-        kind = "ISO-8601"
         try:
             # polars infers one format from the values; it raises when it finds none.
             seconds = s.str.to_datetime(strict=False, time_zone=None).dt.epoch("s").cast(pl.Int64)

@@ -14,6 +14,15 @@ import polars as pl
 OOV_INDEX = 0
 
 
+def value_counts(column: pl.Series) -> pl.DataFrame:
+    """``value`` (each distinct non-null value of ``column``, the elements of a bag column) and
+    its ``count`` (Int64): what ``Vocab.build`` keeps or drops by ``min_count``."""
+    if isinstance(column.dtype, pl.List):
+        column = column.explode(empty_as_null=False, keep_nulls=False)
+    counts = column.drop_nulls().rename("value").value_counts()
+    return counts.with_columns(pl.col("count").cast(pl.Int64))
+
+
 @dataclass
 class Vocab:
     """Maps raw values of one feature to dense indices 1..n; anything unseen maps to 0 (OOV).
@@ -26,11 +35,14 @@ class Vocab:
 
     @classmethod
     def build(cls, name: str, column: pl.Series, min_count: int = 1) -> Vocab:
-        if isinstance(column.dtype, pl.List):
-            column = column.explode(empty_as_null=False, keep_nulls=False)
-        counts = column.drop_nulls().value_counts()
-        keep = counts.filter(pl.col("count") >= min_count)[column.name]
-        return cls(name=name, values=keep.sort().rename("value"))
+        return cls.from_counts(name, value_counts(column), min_count)
+
+    @classmethod
+    def from_counts(cls, name: str, counts: pl.DataFrame, min_count: int = 1) -> Vocab:
+        """The vocabulary of ``counts`` (``value``, ``count``: ``value_counts``, possibly summed
+        over parts of the train rows): values seen at least ``min_count`` times, sorted."""
+        keep = counts.filter(pl.col("count") >= min_count)["value"]
+        return cls(name=name, values=keep.sort())
 
     @property
     def size(self) -> int:

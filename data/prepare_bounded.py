@@ -1,0 +1,266 @@
+"""Prepared shards from a dataset directory with bounded memory: the same files as
+``write_shards(prepare(load_dataset(DIR), config), OUT, buckets)``, without ever holding the
+whole log (docs/prepared_shards.md, "Preparing with bounded memory").
+
+The passes:
+
+1. check + partition (``data.interaction_chunks``): the interactions are read a chunk at a
+   time, checked as ``load_dataset`` checks them, and written in canonical columns into work
+   partitions by a hash of the user id (every user's rows in one partition);
+2. log facts (``data.prepare_passes``): streaming scans give the last day, the sorted users
+   and the time split's cut keys;
+3. derive, per work partition in memory: side features, split, history, prior rate,
+   retention labels and ``user_key``, by the same functions ``prepare`` calls (each is per
+   user, given the log facts); the train rows' value counts of every vocabulary and the train
+   items and users are summed over partitions; rows go on to their output bucket;
+4. write, per output bucket: cold flags and vocabulary indices, then one file per split by
+   ``data.shards``' schema and writer; then items.parquet and the manifest.
+
+Memory: one work partition (about ``work_rows`` rows with their derived columns) in pass 3, one
+output bucket (a 1/``buckets`` share of the log) in pass 4, plus tables with one row per user,
+item or vocabulary value.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import polars as pl
+
+from data.bags import is_bag
+from data.batch import ITEM_FEATURE, RETENTION_LABELS, USER_FEATURE, FeatureLayout
+from data.coldstart import add_cold_flags
+from data.dataset import Dataset, check_user_id_types, load_items, load_users, tables_fingerprint
+from data.errors import DataError, Problem
+from data.interaction_chunks import CHUNK_ROWS, partition_interactions, read_partition
+from data.prepare import (
+    PrepareConfig,
+    Prepared,
+    _join_side_features,
+    dense_features,
+    index_column,
+    pooled_features,
+)
+from data.prepare_passes import LogFacts, log_facts
+from data.prior_rate import add_prior_rate
+from data.retention import add_retention_labels
+from data.sequences import add_history
+from data.shard_manifest import (
+    DEFAULT_BUCKETS,
+    ITEMS_FILE,
+    MANIFEST_FILE,
+    SHARD_SPLITS,
+    manifest_dict,
+    manifest_json,
+    part_path,
+)
+from data.shards import (
+    dataset_entry,
+    items_frame,
+    publish,
+    split_frame_to_shard,
+    staging_dir,
+    write_split_file,
+)
+from data.spec import read_spec
+from data.split import leave_last_out, time_split, user_time_split
+from data.vocab import Vocab, value_counts
+
+# Rows per work partition in pass 3: a partition's derived frame (histories of up to
+# max_history item rows per row) must fit in memory with room for the functions' sorts.
+WORK_ROWS = 2_000_000
+WRITTEN_BY = "polars-bounded"
+
+
+def prepare_to_shards(data_dir: str | Path, out: str | Path, config: PrepareConfig | None = None,
+                      buckets: int = DEFAULT_BUCKETS, progress: bool = True,
+                      work_rows: int = WORK_ROWS, chunk_rows: int = CHUNK_ROWS,
+                      allow_missing_media: bool = False) -> Path:
+    """Prepares the dataset in ``data_dir`` into prepared shards in ``out`` (absent or an empty
+    directory) and returns the path of its ``manifest.json``.
+
+    The files are byte for byte those of ``write_shards(prepare(load_dataset(data_dir), config),
+    out, buckets)`` (the manifest differs in ``written_by`` only), and bad input raises the same
+    DataError as ``load_dataset``.
+
+    Memory: the largest of one chunk of ``chunk_rows`` source rows, one work partition of about
+    ``work_rows`` rows with every derived column (its histories hold up to
+    ``config.max_history`` Int64 per row), and one output bucket of about rows / ``buckets``
+    rows in shard columns; plus per-user, per-item and per-vocabulary-value tables, and the
+    rows that share one timestamp (the time split's cut). More ``buckets`` (or fewer
+    ``work_rows``) lower the peak; the work and the temporary files (about the size of the
+    shards, next to ``out``) do not grow. Half-written output is never left in ``out``.
+
+    Raises:
+        DataError: a contract violation of the dataset (as ``load_dataset``), or a setting the
+            bounded path does not support (``item_prior_rate``).
+    """
+    config = config or PrepareConfig()
+    if buckets < 1:
+        raise ValueError(f"buckets must be >= 1, got {buckets}")
+    if config.item_prior_rate:
+        # The item's running rate mixes every user's rows in time order: a cross-user pass the
+        # user-partitioned passes do not make.
+        raise DataError(Problem("data.item_prior_rate", "is not supported by the bounded-memory "
+                                "preparation; prepare in memory or set data.item_prior_rate = false"))
+    root = Path(data_dir).resolve()
+    spec = read_spec(root)
+    items, media_problems, items_path = load_items(root, spec, allow_missing_media)
+    users, users_path = load_users(root, spec)
+    out = Path(out)
+    tmp = staging_dir(out)
+    work = tmp / "_work"
+    try:
+        inter_path, user_dtype, partitions = partition_interactions(
+            root, spec, items, items_path, work / "rows", work_rows, chunk_rows, progress)
+        check_user_id_types(spec, user_dtype, users, users_path, inter_path)
+        tables = [inter_path, items_path, *([users_path] if users_path else [])]
+        dataset = Dataset(root=root, spec=spec, interactions=pl.DataFrame(), items=items, users=users,
+                          fingerprint=tables_fingerprint(root / "dataset.toml", tables),
+                          missing_media=media_problems)
+        facts = log_facts(pl.scan_parquet(work / "rows" / "*" / "*.parquet"), config)
+        if facts.head_rows == 0:
+            raise _empty_head(dataset, config, facts)
+        vocabs, train_ids, schema = _derive_partitions(dataset, config, facts, work, partitions,
+                                                        buckets, progress)
+        layout = _layout(dataset, config, vocabs, schema)
+        split_rows = _write_buckets(tmp, work / "derived", buckets, layout, vocabs, train_ids,
+                                    schema, progress)
+        shutil.rmtree(work)
+        prepared = Prepared(dataset=dataset, frame=pl.DataFrame(), vocabs=vocabs, layout=layout,
+                            config=config)
+        write_split_file(items_frame(prepared), tmp / ITEMS_FILE)
+        manifest = manifest_dict(buckets, config, layout, vocabs, dataset_entry(dataset),
+                                 split_rows, WRITTEN_BY)
+        (tmp / MANIFEST_FILE).write_text(manifest_json(manifest), encoding="utf-8")
+        publish(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out / MANIFEST_FILE
+
+
+def _empty_head(dataset: Dataset, config: PrepareConfig, facts: LogFacts) -> DataError:
+    """``prepare``'s error for a tail that leaves no rows (a property of the data)."""
+    spec = dataset.spec.interactions
+    return DataError(Problem(str(dataset.root / spec.file), f"data.tail_days={config.tail_days} "
+                             "leaves no rows before the tail (the log spans "
+                             f"{facts.last_day - facts.first_day + 1} days)", column=spec.timestamp))
+
+
+def _split(frame: pl.DataFrame, config: PrepareConfig, facts: LogFacts) -> pl.DataFrame:
+    """``prepare``'s split of some users' rows, given the whole log's facts."""
+    def split(f: pl.DataFrame) -> pl.DataFrame:
+        if config.split == "time":
+            return time_split(f, config.fractions, cut_keys=facts.time_cuts)
+        if config.split == "user_time":
+            return user_time_split(f, config.fractions)
+        return leave_last_out(f)
+
+    if config.tail_days == 0:
+        return split(frame)
+    in_tail = facts.in_tail(config.tail_days)
+    head, tail = frame.filter(~in_tail), frame.filter(in_tail).with_columns(pl.lit("tail").alias("split"))
+    return pl.concat([split(head), tail], how="vertical_relaxed").sort("row_id")
+
+
+def _sources(dataset: Dataset, config: PrepareConfig) -> dict[str, str]:
+    """Vocabulary name → the column it is built from (as in ``prepare``)."""
+    sources = {USER_FEATURE: "user_id", ITEM_FEATURE: "item_id"}
+    return sources | {f: f for f in pooled_features(dataset, config) if f != USER_FEATURE}
+
+
+def _derive_partitions(dataset: Dataset, config: PrepareConfig, facts: LogFacts, work: Path,
+                       partitions: int, buckets: int, progress: bool
+                       ) -> tuple[dict[str, Vocab], dict[str, pl.Series], pl.Schema]:
+    """Pass 3: every work partition's derived rows into ``work/derived/<bucket>/<p>.parquet``.
+
+    Returns the vocabularies (train value counts summed over partitions), the train
+    ``item_id``s and ``user_id``s (cold flags), and the derived frame's schema.
+    """
+    from tqdm.auto import tqdm
+
+    sources = _sources(dataset, config)
+    counts: dict[str, pl.DataFrame | None] = dict.fromkeys(sources)
+    train_ids: dict[str, pl.Series | None] = {"item_id": None, "user_id": None}
+    user_keys = facts.user_keys()
+    schema = None
+    for p in tqdm(range(partitions), desc="derive", unit="part", disable=not progress):
+        rows = read_partition(work / "rows", p)
+        if rows is None:
+            continue
+        part = Dataset(root=dataset.root, spec=dataset.spec, interactions=rows, items=dataset.items,
+                       users=dataset.users, fingerprint=dataset.fingerprint, missing_media=[])
+        frame = _split(_join_side_features(part), config, facts)
+        frame = add_history(frame, dataset.primary_label, config.max_history)
+        if config.prior_rate:
+            frame = add_prior_rate(frame, dataset.primary_label)
+        if config.retention:
+            frame = add_retention_labels(frame, last_day=facts.last_day)
+        frame = frame.join(user_keys, on="user_id", how="left", maintain_order="left")
+        train = frame.filter(pl.col("split") == "train")
+        for name, col in sources.items():
+            counts[name] = _add_counts(counts[name], value_counts(train[col]))
+        for col in train_ids:
+            ids = train[col].unique()
+            train_ids[col] = ids if train_ids[col] is None else pl.concat([train_ids[col], ids]).unique()
+        schema = frame.schema
+        bucketed = frame.with_columns((pl.col("user_key") % buckets).alias("_bucket"))
+        for (b,), piece in bucketed.partition_by("_bucket", as_dict=True, include_key=False).items():
+            (work / "derived" / f"{b:05d}").mkdir(parents=True, exist_ok=True)
+            piece.write_parquet(work / "derived" / f"{b:05d}" / f"{p:05d}.parquet", compression="lz4")
+    vocabs = {name: Vocab.from_counts(name, c, config.min_count) for name, c in counts.items()}
+    # A log without train rows has no train ids: an empty set, not "take them from the frame".
+    train_ids = {c: pl.Series(c, [], dtype=schema[c]) if ids is None else ids for c, ids in train_ids.items()}
+    return vocabs, train_ids, schema  # type: ignore[return-value]
+
+
+def _add_counts(total: pl.DataFrame | None, counts: pl.DataFrame) -> pl.DataFrame:
+    if total is None:
+        return counts
+    return pl.concat([total, counts]).group_by("value").agg(pl.col("count").sum())
+
+
+def _layout(dataset: Dataset, config: PrepareConfig, vocabs: dict[str, Vocab],
+            schema: pl.Schema) -> FeatureLayout:
+    """``prepare``'s FeatureLayout, from the derived frame's schema."""
+    pooled = pooled_features(dataset, config)
+    return FeatureLayout(
+        pooled={name: vocabs[name].size for name in pooled},
+        item_vocab_size=vocabs[ITEM_FEATURE].size,
+        max_history=config.max_history,
+        labels=tuple(dataset.labels),
+        retention_labels=RETENTION_LABELS if config.retention else (),
+        num_items=dataset.items.height,
+        dense=dense_features(config),
+        bags=tuple(f for f in pooled if f in schema and is_bag(schema[f])),
+    )
+
+
+def _write_buckets(tmp: Path, derived: Path, buckets: int, layout: FeatureLayout,
+                   vocabs: dict[str, Vocab], train_ids: dict[str, pl.Series], schema: pl.Schema,
+                   progress: bool) -> dict[str, list[int]]:
+    """Pass 4: per output bucket, its rows in ``row_id`` order with cold flags and vocabulary
+    indices, one file per split. Returns split → rows per bucket file."""
+    from tqdm.auto import tqdm
+
+    for split in SHARD_SPLITS:
+        (tmp / split).mkdir()
+    split_rows: dict[str, list[int]] = {s: [] for s in SHARD_SPLITS}
+    sources = {USER_FEATURE: "user_id", ITEM_FEATURE: "item_id"}
+    sources |= {f: f for f in vocabs if f not in sources}
+    for b in tqdm(range(buckets), desc="write", unit="bucket", disable=not progress):
+        files = sorted((derived / f"{b:05d}").glob("*.parquet"))
+        frame = (pl.concat([pl.read_parquet(f) for f in files], how="vertical") if files
+                 else pl.DataFrame(schema=schema))
+        frame = add_cold_flags(frame.sort("row_id"), train_items=train_ids["item_id"],
+                               train_users=train_ids["user_id"])
+        frame = frame.with_columns(vocabs[name].encode(frame[col]).alias(index_column(name))
+                                   for name, col in sources.items())
+        for split in SHARD_SPLITS:
+            rows = split_frame_to_shard(frame.filter(pl.col("split") == split), layout)
+            write_split_file(rows, tmp / part_path(split, b))
+            split_rows[split].append(rows.height)
+    return split_rows
+
