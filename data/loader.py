@@ -17,35 +17,31 @@ import polars as pl
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from data.batch import HISTORY_FEATURE, ITEM_FEATURE, Batch
+from data.batch import HISTORY_FEATURE, ITEM_FEATURE, Batch, FeatureLayout
 from data.prepare import Prepared, index_column
 from data.sequences import HISTORY_COLUMN
 
 
-class BatchLoader:
-    """Iterates ``Batch`` es of one split of a ``Prepared`` dataset.
+class SplitArrays:
+    """The rows of one split (or a chunk of it) as numpy arrays, and the batches of any rows.
 
-    The split's columns become numpy arrays once, at construction. The history is kept ragged
-    (flat values + offsets, as in the frame) and padded per batch: a padded N x L matrix would
-    take N·L·8 bytes — 4 GB for 10M rows at L = 50 — where the ragged form takes the real
-    history length.
+    Built once from a frame with the shard columns (``data.shards.shard_columns``; a
+    ``Prepared.frame`` has them all). The history is kept ragged (flat values + offsets, as in
+    the frame) and padded per batch: a padded N x L matrix would take N·L·8 bytes — 4 GB for
+    10M rows at L = 50 — where the ragged form takes the real history length.
+
+    Args:
+        frame: N rows, in the order positions refer to.
+        layout: the feature layout (which pooled features, bags, labels, dense features).
+        item_index_by_row: the item vocabulary index of every item-table row (maps
+            ``hist_rows`` to the ``hist_item`` ID feature; ``Prepared.item_index_by_row``).
     """
 
-    def __init__(self, prepared: Prepared, split: str, batch_size: int, shuffle: bool = False,
-                 seed: int = 0, rank: int = 0, world_size: int = 1, drop_last: bool = False) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
-        self.layout = prepared.layout
-        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
-        self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
-        self.epoch = 0
-
-        frame = prepared.frame.filter(pl.col("split") == split)
+    def __init__(self, frame: pl.DataFrame, layout: FeatureLayout, item_index_by_row: np.ndarray) -> None:
+        self.layout = layout
         self.num_rows = frame.height
-        self._pooled_keys = list(self.layout.pooled)
-        bags = set(self.layout.bags)
+        self._pooled_keys = list(layout.pooled)
+        bags = set(layout.bags)
         # N x F, one column per single-valued pooled feature in layout order (a bag's column
         # stays -1: its values are ragged, in ``self._bags``).
         self._pooled = np.stack(
@@ -55,46 +51,22 @@ class BatchLoader:
         # Bag feature → (flat values, per-row lengths, per-row starts), ragged like the history.
         self._bags = {f: _ragged(frame[index_column(f)]) for f in self._pooled_keys if f in bags}
         # N x K float32, the dense features in layout order (None when K = 0).
-        self._dense = (np.ascontiguousarray(frame.select(self.layout.dense).to_numpy(), np.float32)
-                       if self.layout.dense else None)
+        self._dense = (np.ascontiguousarray(frame.select(layout.dense).to_numpy(), np.float32)
+                       if layout.dense else None)
         self._item_index = frame[index_column(ITEM_FEATURE)].to_numpy().astype(np.int64)
         self._item_rows = frame["item_row"].to_numpy().astype(np.int64)
         self._hist_rows, self._hist_len, self._hist_start = _ragged(frame[HISTORY_COLUMN])
-        self._hist_index = prepared.item_index_by_row()[self._hist_rows]
+        self._hist_index = item_index_by_row[self._hist_rows]
 
-        self._labels = {name: frame[name].cast(pl.Float32).to_numpy() for name in self.layout.labels}
+        self._labels = {name: frame[name].cast(pl.Float32).to_numpy() for name in layout.labels}
         self._masks: dict[str, np.ndarray] = {}
-        for name in self.layout.retention_labels:
+        for name in layout.retention_labels:
             # A censored row has label 0 and mask False: it is in the batch for the other
             # heads, but must not count as "did not return".
             self._labels[name] = frame[name].fill_null(0).cast(pl.Float32).to_numpy()
             self._masks[name] = frame[name].is_not_null().to_numpy()
         self._user_key = frame["user_key"].to_numpy().astype(np.int64)
         self._row_id = frame["row_id"].to_numpy().astype(np.int64)
-
-    @property
-    def rows_per_rank(self) -> int:
-        return self.num_rows // self.world_size
-
-    def set_epoch(self, epoch: int) -> None:
-        """Selects the shuffle of ``epoch``; call before iterating, on every rank alike."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        full, rest = divmod(self.rows_per_rank, self.batch_size)
-        return full + (1 if rest and not self.drop_last else 0)
-
-    def _rank_rows(self) -> np.ndarray:
-        """This rank's row positions for the current epoch (same count on every rank)."""
-        order = (np.random.default_rng((self.seed, self.epoch)).permutation(self.num_rows)
-                 if self.shuffle else np.arange(self.num_rows))
-        per_rank = self.rows_per_rank
-        return order[self.rank * per_rank:(self.rank + 1) * per_rank]
-
-    def __iter__(self) -> Iterator[Batch]:
-        rows = self._rank_rows()
-        for b in range(len(self)):
-            yield self.batch_at(rows[b * self.batch_size:(b + 1) * self.batch_size])
 
     def _pooled_kjt(self, idx: np.ndarray) -> KeyedJaggedTensor:
         """The pooled KJT of rows ``idx``: key-major, one value per row for a single-valued
@@ -160,6 +132,70 @@ class BatchLoader:
             row_id=torch.from_numpy(self._row_id[idx]),
             dense=None if self._dense is None else torch.from_numpy(self._dense[idx]),
         )
+
+
+class BatchLoader:
+    """Iterates ``Batch`` es of one split of a ``Prepared`` dataset, in memory.
+
+    The split's columns become numpy arrays once, at construction (``SplitArrays``).
+    """
+
+    def __init__(self, prepared: Prepared, split: str, batch_size: int, shuffle: bool = False,
+                 seed: int = 0, rank: int = 0, world_size: int = 1, drop_last: bool = False) -> None:
+        check_sharding(batch_size, rank, world_size)
+        self.layout = prepared.layout
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
+        self.epoch = 0
+        frame = prepared.frame.filter(pl.col("split") == split)
+        self.arrays = SplitArrays(frame, self.layout, prepared.item_index_by_row())
+        self.num_rows = self.arrays.num_rows
+
+    @property
+    def rows_per_rank(self) -> int:
+        return self.num_rows // self.world_size
+
+    def set_epoch(self, epoch: int) -> None:
+        """Selects the shuffle of ``epoch``; call before iterating, on every rank alike."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return batches_per_epoch(self.rows_per_rank, self.batch_size, self.drop_last)
+
+    def _rank_rows(self) -> np.ndarray:
+        """This rank's row positions for the current epoch (same count on every rank)."""
+        order = (np.random.default_rng((self.seed, self.epoch)).permutation(self.num_rows)
+                 if self.shuffle else np.arange(self.num_rows))
+        per_rank = self.rows_per_rank
+        return order[self.rank * per_rank:(self.rank + 1) * per_rank]
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self.iter_from(0)
+
+    def iter_from(self, batch_index: int) -> Iterator[Batch]:
+        """The epoch's batches from ``batch_index`` on (resume), without building earlier ones."""
+        rows = self._rank_rows()
+        for b in range(batch_index, len(self)):
+            yield self.arrays.batch_at(rows[b * self.batch_size:(b + 1) * self.batch_size])
+
+    def batch_at(self, idx: np.ndarray) -> Batch:
+        """The batch of the split's rows at positions ``idx`` (B long, split order; repeats
+        allowed): what evaluation uses to give every rank equal-size batches."""
+        return self.arrays.batch_at(idx)
+
+
+def check_sharding(batch_size: int, rank: int, world_size: int) -> None:
+    """Raises ValueError unless batch_size >= 1 and 0 <= rank < world_size."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+
+
+def batches_per_epoch(rows_per_rank: int, batch_size: int, drop_last: bool) -> int:
+    """Batches of one rank's epoch: full ones, plus a short last one unless ``drop_last``."""
+    full, rest = divmod(rows_per_rank, batch_size)
+    return full + (1 if rest and not drop_last else 0)
 
 
 def _ragged(column: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

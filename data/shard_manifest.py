@@ -193,3 +193,8 @@ def _split_files(raw: Any, root: Path, buckets: int, key: str) -> list[ShardFile
         raise DataError(Problem("", f"rows {raw['rows']!r} is not the sum of its files' rows "
                                 f"({sum(f.rows for f in out)})", key))
     return out
+
+
+def is_shard_dir(directory: str | Path) -> bool:
+    """Whether ``directory`` holds prepared shards (a manifest) rather than a dataset."""
+    return (Path(directory) / MANIFEST_FILE).is_file()

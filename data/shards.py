@@ -175,6 +175,14 @@ def read_split(manifest: ShardManifest, split: str) -> pl.DataFrame:
     return pl.concat(frames, how="vertical") if frames else pl.DataFrame()
 
 
+def _read_schema(path: Path) -> dict[str, pl.DataType]:
+    try:
+        return pl.read_parquet_schema(path)
+    except Exception as exc:  # polars raises many exception types for broken files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(Problem(str(path), f"cannot read shard file: {first}")) from None
+
+
 def _read_part(path: Path, manifest: ShardManifest) -> pl.DataFrame:
     try:
         return pl.read_parquet(path)
@@ -183,20 +191,26 @@ def _read_part(path: Path, manifest: ShardManifest) -> pl.DataFrame:
         raise DataError(Problem(str(path), f"cannot read shard file: {first}")) from None
 
 
-def load_prepared(directory: str | Path) -> Prepared:
+def load_prepared(directory: str | Path | ShardManifest,
+                  splits: tuple[str, ...] = SHARD_SPLITS) -> Prepared:
     """Prepared shards read back into memory: a ``Prepared`` whose frame holds the shard
-    columns plus ``split``, rows of train, valid, test in split order (so a ``BatchLoader`` on
-    it yields what ``ShardStream`` yields without shuffle). Its ``dataset`` stands in for the
-    source: ``root`` is the shard directory, ``items`` is ``items.parquet`` (no text or
-    images: content features need the source dataset directory), ``interactions`` the frame.
+    columns plus ``split``, the rows of ``splits`` in that order, each in split order (so a
+    ``BatchLoader`` on it yields what ``ShardStream`` yields without shuffle). With
+    ``splits=()`` the frame is empty and the rest (layout, vocabularies, config) is all there.
+    Its ``dataset`` stands in for the source: ``root`` is the shard directory, ``fingerprint``
+    the source dataset's, ``items`` is ``items.parquet`` (no text or images: content features
+    need the source dataset directory), ``interactions`` the frame.
     """
-    manifest = read_manifest(directory)
-    frames = [read_split(manifest, s).with_columns(pl.lit(s).alias("split")) for s in SHARD_SPLITS]
-    frame = pl.concat(frames, how="vertical")
-    expected = shard_columns(manifest.layout, frame.schema["user_id"], frame.schema["item_id"])
-    if list(frame.columns[:-1]) != list(expected):
-        raise DataError(Problem(str(manifest.root), f"shard columns {frame.columns[:-1]} differ "
-                                f"from the schema's {list(expected)}"))
+    manifest = directory if isinstance(directory, ShardManifest) else read_manifest(directory)
+    ids = _read_schema(manifest.splits[SHARD_SPLITS[0]][0].path)
+    expected = shard_columns(manifest.layout, ids["user_id"], ids["item_id"])
+    frames = [read_split(manifest, s).with_columns(pl.lit(s).alias("split")) for s in splits]
+    for split, frame in zip(splits, frames, strict=True):
+        if frame.schema != pl.Schema({**expected, "split": pl.String}):
+            raise DataError(Problem(str(manifest.root / split), f"shard columns {frame.schema} "
+                                    f"differ from the schema's {expected}"))
+    frame = (pl.concat(frames, how="vertical") if frames
+             else pl.DataFrame(schema={**expected, "split": pl.String}))
     items = _read_part(manifest.items_path, manifest)
     spec = parse_spec(manifest.dataset["spec"])
     dataset = Dataset(root=manifest.root, spec=spec, interactions=frame, items=items, users=None,

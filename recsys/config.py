@@ -47,6 +47,18 @@ class DataSection:
     # on there on validation, level on the synthetic world).
     item_prior_rate: bool = True
     allow_missing_media: bool = False
+    # Training from prepared shards (--data PREPARED, docs/prepared_shards.md): the train split
+    # is cut into blocks of `block_rows` rows, whose order is shuffled per epoch and which are
+    # dealt to ranks; rows are shuffled within `shuffle_buffer_rows` (whole blocks), which is
+    # also about the rows one chunk holds in memory (three chunks at most are). No effect when
+    # training from a dataset directory (every row is shuffled in memory).
+    block_rows: int = field(default=65_536, metadata=_min(1))
+    shuffle_buffer_rows: int = field(default=524_288, metadata=_min(1))
+
+    def __post_init__(self) -> None:
+        if self.shuffle_buffer_rows < self.block_rows:
+            raise ValueError(f"data.shuffle_buffer_rows ({self.shuffle_buffer_rows}) must hold at "
+                             f"least one block (data.block_rows = {self.block_rows})")
 
 
 @dataclass

@@ -1,9 +1,13 @@
-"""``recsys data ...``: check a dataset, synthesise the default world, prepare public datasets."""
+"""``recsys data ...``: check a dataset, synthesise the default world, prepare public datasets,
+write prepared shards."""
 
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
+
+ENGINES = ("memory", "bounded")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,6 +49,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     prep.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
     prep.set_defaults(func=run_prepare)
 
+    shard = data_sub.add_parser(
+        "shard", help="write a dataset's model-ready rows as prepared shards",
+        description="Prepare DATA_DIR (split, histories, labels, vocabularies) with the data.* "
+        "settings of --config and write the rows as Parquet shards per split and user bucket, "
+        "with a manifest (docs/prepared_shards.md). `recsys train CONFIG --data PREPARED` then "
+        "streams the train split from them with bounded memory, each rank reading its own rows. "
+        "Refuses an existing non-empty --out; a killed write leaves no half output there.")
+    shard.add_argument("dir", type=Path, help="dataset directory (holds dataset.toml)")
+    shard.add_argument("--out", type=Path, required=True, help="output shard directory")
+    shard.add_argument("--config", default="em3", help="preset name or TOML config whose data.* "
+                       "settings prepare the rows (default em3); train with the same settings")
+    shard.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value, e.g. --set data.max_history=50")
+    shard.add_argument("--buckets", type=int, default=None,
+                       help="user buckets (files) per split (default 16)")
+    shard.add_argument("--engine", choices=ENGINES, default="memory",
+                       help="memory: prepare the whole log in memory, then write (default); "
+                       "bounded: prepare in passes over chunks with bounded memory "
+                       "(data/prepare_bounded.py), same files")
+    shard.set_defaults(func=run_shard)
+
 
 def run_check(args: argparse.Namespace) -> int:
     from data.dataset import load_dataset
@@ -71,4 +96,39 @@ def run_prepare(args: argparse.Namespace) -> int:
     out = prepare_movielens(args.src, args.out, posters=args.posters,
                             like_threshold=args.like_threshold, overwrite=args.overwrite, log=print)
     print(f"wrote {out}; check it with: recsys data check {out}")
+    return 0
+
+
+def run_shard(args: argparse.Namespace) -> int:
+    from data.shard_manifest import DEFAULT_BUCKETS, read_manifest
+    from recsys.config import load_train_config
+    from recsys.errors import UsageError
+
+    buckets = DEFAULT_BUCKETS if args.buckets is None else args.buckets
+    if buckets < 1:
+        raise UsageError(f"--buckets must be >= 1, got {buckets}")
+    if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
+        raise UsageError(f"--out {args.out} already exists and is not empty; choose another")
+    cfg = load_train_config(args.config, args.overrides)  # the --set syntax of recsys train
+    config = cfg.prepare_config()
+    if args.engine == "bounded":
+        from data.prepare_bounded import prepare_to_shards
+
+        prepare_to_shards(args.dir, args.out, config, buckets=buckets,
+                          allow_missing_media=cfg.data.allow_missing_media)
+    else:
+        from data.dataset import load_dataset
+        from data.prepare import prepare
+        from data.shards import write_shards
+
+        print(f"loading {args.dir}", flush=True)
+        dataset = load_dataset(args.dir, allow_missing_media=cfg.data.allow_missing_media)
+        print(f"preparing {dataset.interactions.height:,} rows", flush=True)
+        write_shards(prepare(dataset, config), args.out, buckets=buckets,
+                     progress=lambda line: print(line, flush=True))
+    manifest = read_manifest(args.out)
+    rows = ", ".join(f"{s} {manifest.rows(s):,}" for s in manifest.splits)
+    print(f"wrote prepared shards to {args.out} ({rows} rows, {buckets} buckets); train with: "
+          f"recsys train {args.config} --data {args.out}"
+          + "".join(f" --set {shlex.quote(o)}" for o in args.overrides if o.startswith("data.")))
     return 0

@@ -1,4 +1,6 @@
-"""Offline evaluation of a trained run on a split of a dataset (the same one or a newer log).
+"""Offline evaluation of a trained run on a split of a dataset (the same one or a newer log),
+or of prepared shards made with the run's settings and vocabularies (the split is read into
+memory; docs/prepared_shards.md).
 
 Ids are encoded with the run's own vocabularies (``data_state.json``), the model is rebuilt
 from the run's ``config.toml`` in the current world (one process or ``torchrun``; DCP reshards
@@ -16,6 +18,7 @@ from typing import Any
 from data.batch import FeatureLayout
 from data.dataset import load_dataset
 from data.prepare import PrepareConfig, prepare
+from data.shard_manifest import is_shard_dir
 from data.vocab import Vocab
 from ranking.dist import DistEnv, process_group
 from recsys.config import TrainConfig, load_run_config, train_config_toml
@@ -26,6 +29,7 @@ from recsys.model.build import apply_threads, best_checkpoint, build_model
 from recsys.model.content_setup import load_item_tokens
 from recsys.runs import rundir
 from recsys.runs.run_artifacts import load_data_state
+from recsys.training.train_data import open_eval_shards
 
 SPLITS = ("train", "valid", "test")
 
@@ -70,9 +74,17 @@ def _score_and_write(run: Path, data_dir: str | Path, split: str, out: Path, che
     """Scores ``split`` in the current world; rank 0 writes the evaluation run and returns
     its metrics, the other ranks return None."""
     started_at = rundir.utc_now("milliseconds")  # the evaluation run's start, not its writing
-    dataset = load_dataset(data_dir, allow_missing_media=cfg.data.allow_missing_media)
     prep["fractions"] = tuple(prep.get("fractions", (0.8, 0.1, 0.1)))
-    prepared = prepare(dataset, PrepareConfig(**prep), vocabs=vocabs)
+    if is_shard_dir(data_dir):  # prepared shards: the split read into memory
+        if cfg.content.enabled:
+            raise UsageError(f"--data {data_dir}: the run uses content features, which need the "
+                             "items' images and text; prepared shards do not hold them, so "
+                             "evaluate it from the dataset directory")
+        prepared = open_eval_shards(data_dir, split, prep, vocabs)
+        dataset = prepared.dataset
+    else:
+        dataset = load_dataset(data_dir, allow_missing_media=cfg.data.allow_missing_media)
+        prepared = prepare(dataset, PrepareConfig(**prep), vocabs=vocabs)
     have, want = prepared.layout, layout
     if (have.pooled, have.dense, have.labels) != (want.pooled, want.dense, want.labels):
         raise UsageError(f"{data_dir} does not have the features the run was trained on: "

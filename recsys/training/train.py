@@ -21,9 +21,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from data.dataset import load_dataset
-from data.loader import BatchLoader
-from data.prepare import prepare
 from ranking.checkpoint import (
     CheckpointLoadError,
     latest_checkpoint,
@@ -43,6 +40,7 @@ from recsys.runs.run_artifacts import save_data_state
 from recsys.runs.rundir import CHECKPOINTS_DIR
 from recsys.training.optim import build_optimizer, clip_dense_gradients
 from recsys.training.perf import count_flops, keep_freed_memory, mfu, peak_flops, use_compile
+from recsys.training.train_data import open_train_data
 
 
 @dataclass
@@ -101,8 +99,9 @@ class Trainer:
         if env.device.type == "cpu":
             keep_freed_memory()
         seed_everything(cfg.train.seed)
-        self.dataset = load_dataset(cfg.data.dir, allow_missing_media=cfg.data.allow_missing_media)
-        self.prepared = prepare(self.dataset, cfg.prepare_config())
+        # A dataset directory (prepared here) or prepared shards (train streamed).
+        self.data = open_train_data(cfg)
+        self.dataset, self.prepared = self.data.dataset, self.data.prepared
         self.label = self.prepared.layout.labels[0]
         tokens = load_item_tokens(cfg, self.dataset, env, progress=self.progress) \
             if cfg.content.enabled else None
@@ -119,9 +118,7 @@ class Trainer:
             print(f"dense tower precision: {self.dense_precision} (ranking.cpu_precision = "
                   f"\"{self.em3.ranking.config.cpu_precision}\")", flush=True)
         self.optimizer = build_optimizer(self.model, cfg)
-        self.loader = BatchLoader(self.prepared, "train", cfg.train.batch_size, shuffle=True,
-                                  seed=cfg.train.seed, rank=env.rank, world_size=env.world_size,
-                                  drop_last=env.world_size > 1)
+        self.loader = self.data.train_loader(cfg, env)
         self.state = TrainState()
         self.peak = peak_flops(env.device)
         self.interest_warmup_steps = round(cfg.interest.warmup_epochs * self.steps_per_epoch) \
@@ -210,11 +207,12 @@ class Trainer:
                        f"{cfg.train.epochs}", unit="batch", mininterval=1.0, leave=False)
         sums: dict[str, float] = {}
         steps, samples, start = 0, 0, time.perf_counter()
-        for i, batch in enumerate(self.loader):
+        # A resumed run starts at the batch it was interrupted before, without building the
+        # batches it already trained on.
+        first = min(st.batch_in_epoch, limit)
+        for i, batch in enumerate(self.loader.iter_from(first), start=first):
             if i >= limit:
                 break
-            if i < st.batch_in_epoch:  # already trained before the run was interrupted
-                continue
             batch = batch.to(self.env.device)
             parts: dict[str, float] = {}
             if st.flops_per_sample == 0.0:  # first step: also count its FLOPs (for MFU)
@@ -239,11 +237,12 @@ class Trainer:
         return {k: v / steps for k, v in sums.items()}, samples / max(elapsed, 1e-9)
 
     def validate(self) -> tuple[dict[str, Any] | None, float]:
-        probs, rate = score_split(self.model, self.prepared, "valid", self.cfg.train.eval_batch_size,
+        valid = self.data.split_data("valid")
+        probs, rate = score_split(self.model, valid, "valid", self.cfg.train.eval_batch_size,
                                   self.env.device, self.env.rank, self.env.world_size)
         if probs is None:
             return None, rate
-        return compute_metrics(predictions_frame(self.prepared, "valid", probs),
+        return compute_metrics(predictions_frame(valid, "valid", probs),
                                list(self.prepared.layout.labels), "valid"), rate
 
     def fit(self) -> None:
@@ -284,11 +283,12 @@ class Trainer:
         best = latest_checkpoint(self.run_dir / CHECKPOINTS_DIR / BEST)
         if best is not None:
             load_checkpoint(best, self.model)
-        probs, eval_rate = score_split(self.model, self.prepared, "test", self.cfg.train.eval_batch_size,
+        test = self.data.split_data("test")
+        probs, eval_rate = score_split(self.model, test, "test", self.cfg.train.eval_batch_size,
                                        self.env.device, self.env.rank, self.env.world_size)
         if probs is None:
             return None
-        frame = predictions_frame(self.prepared, "test", probs)
+        frame = predictions_frame(test, "test", probs)
         st = self.state
         throughput = {"train_samples_per_s": st.train_samples_per_s,
                       "eval_samples_per_s": eval_rate * self.env.world_size,

@@ -27,6 +27,7 @@ from data.batch import Batch
 from data.dataset import load_dataset
 from data.loader import BatchLoader
 from data.prepare import Prepared, prepare
+from data.shards import load_prepared, write_shards
 from ranking.dist import DistEnv, destroy_process_group, init_process_group_from_env
 from ranking.sharding import table_placements
 from recsys.config import TrainConfig, load_train_config
@@ -35,6 +36,7 @@ from recsys.model.content_setup import load_item_tokens
 from recsys.model.em3 import EM3Model
 from recsys.training.optim import build_optimizer
 from recsys.training.train import Trainer, TrainState, seed_everything, train
+from recsys.training.train_data import open_train_data
 from tests.recsys.run_fixtures import fresh_store
 from tests.recsys.train_fixtures import TINY, make_world
 
@@ -308,6 +310,26 @@ class Lab:
             return forward, rows[0] - forward
 
         return self.memo(("qformer_rows", *sets), run)
+
+    def shards(self) -> Path:
+        """The lab's world as prepared shards, prepared with the id_only preset's settings."""
+        def make() -> Path:
+            out = self.root / "shards"
+            write_shards(self.prepared(self.cfg(preset="id_only")), out, buckets=4)
+            return out
+        return self.memo(("shards",), make)
+
+    def shard_order(self, *sets: str) -> np.ndarray:
+        """Where the rows of epoch 0 that ``recsys train id_only --data SHARDS`` streams stand
+        in the train split (positions in split order), in the order they come."""
+        def run() -> np.ndarray:
+            cfg = self.cfg(*sets, preset="id_only", world=self.shards())
+            loader = open_train_data(cfg).train_loader(cfg, self.env)
+            streamed = np.concatenate([b.row_id.numpy() for b in loader])
+            split_ids = load_prepared(self.shards(), ("train",)).frame["row_id"].to_numpy()
+            by_id = np.argsort(split_ids)
+            return by_id[np.searchsorted(split_ids, streamed, sorter=by_id)]
+        return self.memo(("shard_order", *sets), run)
 
     # ---- what recsys train does ----------------------------------------------------------
 

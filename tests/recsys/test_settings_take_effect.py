@@ -397,3 +397,28 @@ def _(lab):
     versions = client.search_model_versions("name = 'probe-ranker'")
     assert meta["tracking"]["synced"] and [v.run_id for v in versions] == [
         meta["tracking"]["run_id"]]
+
+
+def blocks_in(order: np.ndarray, rows: int, block_rows: int) -> int:
+    """How many logical blocks (``block_rows`` split positions each) the first ``rows``
+    streamed rows come from."""
+    return len(np.unique(order[:rows] // block_rows))
+
+
+@probe("data.block_rows")
+def _(lab):
+    # Blocks of 100 rows, 10 to a buffer: the first 1000 rows are 10 whole blocks; with the
+    # default (one block holds the tiny split) they come from all over it.
+    order = lab.shard_order("data.block_rows=100", "data.shuffle_buffer_rows=1000")
+    assert blocks_in(order, 1000, 100) == 10 < blocks_in(lab.shard_order(), 1000, 100)
+    assert sorted(np.bincount(order[:1000] // 100)[order[:1000] // 100]) == [100] * 1000
+
+
+@probe("data.shuffle_buffer_rows")
+def _(lab):
+    # Buffers of 2 blocks against 10: the first 200 rows are 2 blocks, not ~10.
+    two = lab.shard_order("data.block_rows=100", "data.shuffle_buffer_rows=200")
+    ten = lab.shard_order("data.block_rows=100", "data.shuffle_buffer_rows=1000")
+    assert blocks_in(two, 200, 100) == 2 < blocks_in(ten, 200, 100)
+    with pytest.raises(UsageError, match="data.shuffle_buffer_rows"):
+        lab.cfg("data.shuffle_buffer_rows=10")  # less than one block (data.block_rows)
