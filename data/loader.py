@@ -174,9 +174,10 @@ class BatchLoader:
 
     def iter_from(self, batch_index: int) -> Iterator[Batch]:
         """The epoch's batches from ``batch_index`` on (resume), without building earlier ones."""
-        rows = self._rank_rows()
-        for b in range(batch_index, len(self)):
-            yield self.arrays.batch_at(rows[b * self.batch_size:(b + 1) * self.batch_size])
+        if not 0 <= batch_index <= len(self):
+            raise ValueError(f"batch_index must be in 0..{len(self)}, got {batch_index}")
+        rows, size = self._rank_rows(), self.batch_size
+        return (self.arrays.batch_at(rows[b * size:(b + 1) * size]) for b in range(batch_index, len(self)))
 
     def batch_at(self, idx: np.ndarray) -> Batch:
         """The batch of the split's rows at positions ``idx`` (B long, split order; repeats

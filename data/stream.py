@@ -103,6 +103,9 @@ class ShardStream:
         """The epoch's batches from ``batch_index`` on; chunks before it are not decoded."""
         if not 0 <= batch_index <= len(self):
             raise ValueError(f"batch_index must be in 0..{len(self)}, got {batch_index}")
+        return self._batches(batch_index)
+
+    def _batches(self, batch_index: int) -> Iterator[Batch]:
         chunks = self.rank_chunks(self.epoch)
         start = batch_index * self.batch_size
         end = min(self.rows_per_rank, len(self) * self.batch_size)

@@ -183,6 +183,17 @@ def test_rank_shards_are_disjoint_and_equal(prepared, world_size):
         BatchLoader(prepared, "train", 16, rank=world_size, world_size=world_size)
 
 
+def test_iter_from_is_the_tail_of_the_epoch(prepared):
+    """What a resumed run trains on: the epoch's batches from there, the same rows."""
+    loader = BatchLoader(prepared, "train", 32, shuffle=True, seed=2, rank=1, world_size=2)
+    loader.set_epoch(1)
+    full = [b.row_id.tolist() for b in loader]
+    for start in (0, 3, len(full)):
+        assert [b.row_id.tolist() for b in loader.iter_from(start)] == full[start:]
+    with pytest.raises(ValueError, match="batch_index"):
+        loader.iter_from(len(full) + 1)
+
+
 def test_summary(prepared):
     s = summarize(prepared.dataset)
     assert s == summarize(prepared.dataset, prepared)  # reuses the prepared time split
