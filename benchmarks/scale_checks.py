@@ -58,19 +58,24 @@ def _measure(command: list[str]) -> int:
     return proc.returncode
 
 
-def rank_coverage(per_rank: Sequence[np.ndarray], split_rows: np.ndarray) -> dict[str, Any]:
+def rank_coverage(per_rank: Sequence[np.ndarray], split_rows: np.ndarray,
+                  batch_size: int | None = None) -> dict[str, Any]:
     """How the row ids that each rank read in one epoch relate to the split's row ids.
 
     Args:
         per_rank: world_size arrays of row ids, one per rank (a rank reading a row twice
             counts as an overlap too).
         split_rows: every row id of the split.
+        batch_size: when the ranks dropped their last partial batch (training with several
+            ranks does), the batch size: each rank may then miss up to ``batch_size - 1`` rows
+            more.
 
     Returns:
         ``{"world_size", "split_rows", "read_rows" (per rank), "overlap" (rows read more than
-        once), "missing" (split rows no rank read), "foreign" (rows read that are not in the
-        split), "ok"}``; ``ok`` means disjoint, nothing foreign and fewer than world_size rows
-        missing (the remainder a rank-equal cut drops).
+        once), "missing" (split rows no rank read), "missing_allowed", "foreign" (rows read
+        that are not in the split), "ok"}``; ``ok`` means disjoint, nothing foreign and no more
+        missing than allowed: fewer than world_size rows (the remainder a rank-equal cut
+        drops), plus world_size * (batch_size - 1) with dropped last batches.
     """
     world = len(per_rank)
     every = np.concatenate([np.asarray(r, np.int64) for r in per_rank]) if world else np.zeros(0, np.int64)
@@ -79,10 +84,11 @@ def rank_coverage(per_rank: Sequence[np.ndarray], split_rows: np.ndarray) -> dic
     overlap = int((counts - 1).sum())
     missing = int(np.setdiff1d(split, distinct, assume_unique=True).size)
     foreign = int(np.setdiff1d(distinct, split, assume_unique=True).size)
+    allowed = max(world, 1) - 1 + (world * (batch_size - 1) if batch_size else 0)
     return {"world_size": world, "split_rows": int(split.size),
             "read_rows": [int(len(r)) for r in per_rank], "overlap": overlap,
-            "missing": missing, "foreign": foreign,
-            "ok": overlap == 0 and foreign == 0 and missing < max(world, 1)}
+            "missing": missing, "missing_allowed": allowed, "foreign": foreign,
+            "ok": overlap == 0 and foreign == 0 and missing <= allowed}
 
 
 def growth_plot(rows: list[dict[str, Any]], path: Path) -> Path:

@@ -100,6 +100,16 @@ def test_rank_coverage_accepts_a_disjoint_cover_and_catches_overlaps_and_gaps() 
     assert not foreign["ok"] and foreign["foreign"] == 1
 
 
+def test_rank_coverage_allows_dropped_last_batches_only_when_told() -> None:
+    split = np.arange(111)
+    # Batches of 10: each rank reads 5 whole batches of its 55 rows and drops 5.
+    per_rank = [split[:50], split[55:105]]
+    assert not rank_coverage(per_rank, split)["ok"]
+    dropped = rank_coverage(per_rank, split, batch_size=10)
+    assert dropped["ok"] and dropped["missing"] == 11 and dropped["missing_allowed"] == 19
+    assert not rank_coverage([split[:40], split[55:105]], split, batch_size=10)["ok"]
+
+
 def test_growth_plot_is_written(tmp_path) -> None:
     rows = [{"rows": n, "prep_peak_rss_mb": 100.0 * k, "prep_s": 10.0 * k,
              "train1_peak_rss_mb": 50.0, "train2_peak_rss_mb": 40.0}

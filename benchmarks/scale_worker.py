@@ -1,0 +1,249 @@
+"""One measured step of the scale benchmark, in a process of its own (``benchmarks/scale.py``
+runs each through ``scale_checks.measured_run``, so each has its own peak memory).
+
+    python benchmarks/scale_worker.py generate --data DIR --rows N [--seed S]
+    python benchmarks/scale_worker.py prepare --data DIR --out PREPARED [--buckets B]
+    torchrun --nproc_per_node=W benchmarks/scale_worker.py train --prepared P --steps N --out J
+    torchrun --nproc_per_node=W benchmarks/scale_worker.py rows --prepared P --out DIR
+    python benchmarks/scale_worker.py compare --prepared P --out J
+
+``train``: ``id_only`` trained for a fixed number of steps on batches streamed from the shards
+(``data.stream.ShardStream``, cut per rank as training cuts it); each rank writes
+``J.rank<r>.json`` with its samples/s and peak RSS. ``rows``: each rank reads one epoch of the
+train split from the stream and saves the row ids it was given (``DIR/rank<r>.npy``), so the
+benchmark can check that the ranks' rows are disjoint and cover the split. ``compare``: the
+streamed reader against the in-memory ``BatchLoader`` on the same shards, alternating, as pure
+loader throughput and as training-step throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+PRESET = "id_only"
+WARMUP_STEPS = 20
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _config(prepared: Path, threads: int):
+    from recsys.config import load_train_config
+
+    # The bounded-memory preparation has no item prior rate (a cross-user pass), so neither
+    # side of any comparison uses it.
+    return load_train_config(PRESET, [f"data.dir={json.dumps(str(prepared))}",
+                                      "data.item_prior_rate=false", f"train.threads={threads}",
+                                      "tracking.enabled=false"])
+
+
+def generate(args: argparse.Namespace) -> dict:
+    from benchmarks.scale_world import ScaleWorldConfig, existing_world, write_log
+
+    cfg = ScaleWorldConfig(n_rows=args.rows, seed=args.seed)
+    reused = existing_world(args.data, cfg)
+    if not reused:
+        write_log(args.data, cfg)
+    return {"reused": reused, "users": cfg.users, "items": cfg.items}
+
+
+def prepare(args: argparse.Namespace) -> dict:
+    from data.prepare_bounded import prepare_to_shards
+
+    cfg = _config(args.data, threads=0)
+    from data.shard_manifest import read_manifest
+
+    t0 = time.perf_counter()
+    prepare_to_shards(args.data, args.out, cfg.prepare_config(), args.buckets, progress=False)
+    manifest = read_manifest(args.out)
+    return {"prepare_s": time.perf_counter() - t0,
+            "split_rows": {s: manifest.rows(s) for s in manifest.splits}}
+
+
+def _stream(cfg, prepared: Path, rank: int, world_size: int, drop_last: bool):
+    """The train split's stream for this rank, shuffled with the run's seed as training's."""
+    from data.stream import ShardStream
+
+    return ShardStream(prepared, "train", cfg.train.batch_size, shuffle=True,
+                       seed=cfg.train.seed, rank=rank, world_size=world_size, drop_last=drop_last)
+
+
+def _trainer(cfg, prepared: Path, run_dir: Path):
+    """A ``Trainer`` whose model, optimizer and loader are built as ``Trainer.__init__``
+    builds them, from the shards' manifest and a ``ShardStream`` instead of the dataset, so
+    ``train_step`` is the training loop's own."""
+    from data.shard_manifest import read_manifest
+    from ranking.dist import init_process_group_from_env
+    from recsys.model.build import apply_threads, build_model
+    from recsys.training.optim import build_optimizer
+    from recsys.training.perf import keep_freed_memory, use_compile
+    from recsys.training.train import Trainer, TrainState, seed_everything
+
+    env = init_process_group_from_env()
+    apply_threads(cfg)
+    keep_freed_memory()
+    seed_everything(cfg.train.seed)
+    trainer = Trainer.__new__(Trainer)
+    trainer.cfg, trainer.run_dir, trainer.env, trainer.progress = cfg, run_dir, env, False
+    trainer.model = build_model(cfg, read_manifest(prepared).layout, None, env)
+    if use_compile(cfg.train.compile, env.device)[0]:
+        trainer.em3.ranking.compile_dense_tower()
+    trainer.optimizer = build_optimizer(trainer.model, cfg)
+    # As training: a rank's last partial batch is dropped when there are several ranks.
+    trainer.loader = _stream(cfg, prepared, env.rank, env.world_size, env.world_size > 1)
+    trainer.state, trainer.interest_warmup_steps = TrainState(), 0
+    return trainer
+
+
+def _cycle(loader, epoch: int = 0) -> Iterator:
+    """Batches of ``loader`` epoch after epoch, without end."""
+    while True:
+        loader.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def train(args: argparse.Namespace) -> dict:
+    import tempfile
+
+    cfg = _config(args.prepared, threads=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = _trainer(cfg, args.prepared, Path(tmp))
+        trainer.model.train()
+        batches = _cycle(trainer.loader)
+        for _ in range(WARMUP_STEPS):
+            trainer.train_step(next(batches))
+        samples = 0
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            batch = next(batches)
+            trainer.train_step(batch)
+            samples += batch.size
+        wall = time.perf_counter() - t0
+        env = trainer.env
+    return {"rank": env.rank, "world_size": env.world_size, "steps": args.steps,
+            "batch_size": cfg.train.batch_size, "samples": samples, "wall_s": wall,
+            "samples_per_s": samples / wall, "peak_rss_mb": _peak_rss_mb()}
+
+
+def rows(args: argparse.Namespace) -> dict:
+    import numpy as np
+
+    from ranking.dist import init_process_group_from_env
+
+    env = init_process_group_from_env()
+    cfg = _config(args.prepared, threads=1)
+    # --drop-last as training with several ranks reads; without it, the epoch's rank cut alone.
+    stream = _stream(cfg, args.prepared, env.rank, env.world_size, drop_last=args.drop_last)
+    stream.set_epoch(args.epoch)
+    ids = [b.row_id.numpy() for b in stream]
+    read = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+    args.out.mkdir(parents=True, exist_ok=True)
+    np.save(args.out / f"rank{env.rank}.npy", read, allow_pickle=False)
+    return {"rank": env.rank, "world_size": env.world_size, "rows": int(read.size),
+            "batch_size": cfg.train.batch_size,
+            "batches": len(ids), "peak_rss_mb": _peak_rss_mb()}
+
+
+def compare(args: argparse.Namespace) -> dict:
+    """Streamed vs in-memory batches of the same shards, timed alternately in one process."""
+    import itertools
+    import statistics
+    import tempfile
+
+    from data.loader import BatchLoader
+    from data.shards import load_prepared
+
+    cfg = _config(args.prepared, threads=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = _trainer(cfg, args.prepared, Path(tmp))
+        trainer.model.train()
+        t0 = time.perf_counter()
+        memory = BatchLoader(load_prepared(args.prepared), "train", cfg.train.batch_size,
+                             shuffle=True, seed=cfg.train.seed)
+        load_s = time.perf_counter() - t0
+        sources = {"stream": _cycle(trainer.loader), "memory": _cycle(memory)}
+        for source in sources.values():  # first batches: file opening, allocator warm-up
+            for batch in itertools.islice(source, WARMUP_STEPS):
+                trainer.train_step(batch)
+        times: dict[str, dict[str, list[float]]] = {k: {"load": [], "train": []} for k in sources}
+        for r in range(args.rounds):
+            order = list(sources) if r % 2 == 0 else list(sources)[::-1]
+            for name in order:
+                t0 = time.perf_counter()
+                n = sum(b.size for b in itertools.islice(sources[name], args.batches))
+                times[name]["load"].append(n / (time.perf_counter() - t0))
+            for name in order:
+                n, t0 = 0, time.perf_counter()
+                for batch in itertools.islice(sources[name], args.batches):
+                    trainer.train_step(batch)
+                    n += batch.size
+                times[name]["train"].append(n / (time.perf_counter() - t0))
+    out = {"rounds": args.rounds, "batches_per_round": args.batches,
+           "batch_size": cfg.train.batch_size, "memory_loader_build_s": load_s,
+           "peak_rss_mb": _peak_rss_mb()}
+    for name, t in times.items():
+        out[f"{name}_load_samples_per_s"] = statistics.median(t["load"])
+        out[f"{name}_train_samples_per_s"] = statistics.median(t["train"])
+        out[f"{name}_rounds"] = t
+    # Per round, the two sources ran back to back: their ratio cancels most of the machine's
+    # drift between rounds.
+    for kind in ("load", "train"):
+        out[f"stream_over_memory_{kind}"] = statistics.median(
+            s / m for s, m in zip(times["stream"][kind], times["memory"][kind], strict=True))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="mode", required=True)
+    p = sub.add_parser("generate")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--rows", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("prepare")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--buckets", type=int, default=16)
+    p = sub.add_parser("train")
+    p.add_argument("--prepared", type=Path, required=True)
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--out", type=Path, required=True, help="JSON path; rank r writes OUT.rank<r>.json")
+    p = sub.add_parser("rows")
+    p.add_argument("--prepared", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="directory for rank<r>.npy")
+    p.add_argument("--epoch", type=int, default=0)
+    p.add_argument("--drop-last", action="store_true", help="drop each rank's last partial batch")
+    p = sub.add_parser("compare")
+    p.add_argument("--prepared", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="JSON path")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--batches", type=int, default=100, help="batches per source and round")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(29700 + os.getpid() % 1000))
+    result = {"generate": generate, "prepare": prepare, "train": train, "rows": rows,
+              "compare": compare}[args.mode](args)
+    if args.mode in ("train",):
+        path = args.out.with_name(f"{args.out.name}.rank{result['rank']}.json")
+        path.write_text(json.dumps(result) + "\n")
+    elif args.mode == "compare":
+        args.out.write_text(json.dumps(result) + "\n")
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
