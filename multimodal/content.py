@@ -13,6 +13,12 @@ result is gathered back (``torch.unique`` + indexing, whose backward sums the gr
 copies, so outputs and gradients equal those of the naive per-position encoding). Targets and
 history are deduplicated separately where their weights differ (``frozen``, ``lora``) and jointly
 where they do not (``full``).
+
+With ``cpu_bf16=True`` every Q-Former pass on CPU runs under bfloat16 autocast (weights,
+gradients and optimizer state stay float32; the pooled output is returned in float32). The
+rows of a pass are then padded to a multiple of ``ROW_BUCKET`` (copies of the first row whose
+outputs are dropped): oneDNN builds and caches a bf16 kernel per input shape, and the number of
+distinct items changes with every batch (docs/multimodal.md, "Precision and speed").
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ from multimodal.tokens import TokenTensors
 
 SeqMode = Literal["frozen", "lora", "full"]
 SEQ_MODES: tuple[str, ...] = ("frozen", "lora", "full")
+# Under CPU bf16 the item rows of a Q-Former pass are padded to a multiple of this: at most 63
+# extra items against the hundreds to thousands of distinct items of a training batch.
+ROW_BUCKET = 64
 
 
 class HasTokens(Protocol):
@@ -65,11 +74,14 @@ class ItemContentEncoder(nn.Module):
             default) turns it on for ``lora`` and off otherwise.
         history_chunk: items per checkpointed chunk; the no-grad history pass of ``frozen``
             also runs in chunks of this size.
+        cpu_bf16: run the Q-Former passes on CPU under bfloat16 autocast (see the module
+            docstring); no effect on other devices.
     """
 
     def __init__(self, tokens: HasTokens, qformer_config: QFormerConfig, seq_mode: SeqMode = "lora",
                  lora: LoraSettings | None = None, dedup: bool = True,
-                 checkpoint_history: bool | None = None, history_chunk: int = 1024) -> None:
+                 checkpoint_history: bool | None = None, history_chunk: int = 1024,
+                 cpu_bf16: bool = False) -> None:
         super().__init__()
         if seq_mode not in SEQ_MODES:
             raise ValueError(f"seq_mode must be one of {SEQ_MODES}, got {seq_mode!r}")
@@ -85,6 +97,7 @@ class ItemContentEncoder(nn.Module):
         self.dedup = dedup
         self.checkpoint_history = (seq_mode == "lora") if checkpoint_history is None else checkpoint_history
         self.history_chunk = history_chunk
+        self.cpu_bf16 = cpu_bf16
         self.lora = (lora or LoraSettings()) if seq_mode == "lora" else None
         self.qformer = FusionQFormer(qformer_config)
         if self.lora is not None:
@@ -117,8 +130,22 @@ class ItemContentEncoder(nn.Module):
     # ---- encoding ---------------------------------------------------------------------------
 
     def _qformer_pass(self, rows: torch.Tensor, history: bool) -> torch.Tensor:
-        """One Q-Former pass over ``rows`` (N long) → pooled N x d, no dedup, no checkpoint."""
+        """One Q-Former pass over ``rows`` (N long) → pooled N x d float32, no dedup, no
+        checkpoint; under CPU bf16 (``cpu_bf16``) with the rows padded to ``ROW_BUCKET``."""
         device = self.qformer.queries.device
+        bf16 = self.cpu_bf16 and device.type == "cpu"
+        if not bf16:
+            return self._pooled(rows, history, device)
+        n = rows.numel()
+        pad = -n % ROW_BUCKET
+        if pad:
+            rows = torch.cat([rows, rows[:1].expand(pad)])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            pooled = self._pooled(rows, history, device)
+        return pooled[:n].float()
+
+    def _pooled(self, rows: torch.Tensor, history: bool, device: torch.device) -> torch.Tensor:
+        """The Q-Former's pooled output N x d for ``rows`` by the weights of the path."""
         v, vm, t, tm = self.tokens.gather(rows, device)
         if history and self.seq_mode == "lora":
             return run_with_frozen_base(self.qformer, v, vm, t, tm)[1]

@@ -118,10 +118,20 @@ class SelfBlock(nn.Module):
         self.norm2 = nn.LayerNorm(cfg.hidden)
         self.ffn = FeedForward(cfg.hidden, cfg.ffn_mult, cfg.dropout)
 
-    def forward(self, x: torch.Tensor, allow: torch.Tensor) -> torch.Tensor:
-        """x: B x (K+T) x d, allow: B x (K+T) bool → B x (K+T) x d."""
+    def forward(self, x: torch.Tensor, allow: torch.Tensor,
+                keep: int | None = None) -> torch.Tensor:
+        """x: B x (K+T) x d, allow: B x (K+T) bool → B x (K+T) x d, or B x keep x d when
+        ``keep`` is given.
+
+        ``keep``: update only the first ``keep`` positions (they still attend over all of
+        ``x``). The last block of ``FusionQFormer`` keeps the K query positions: the token
+        positions' outputs of that block are never read, and skipping their attention rows,
+        output projection and feed-forward gives the same outputs and gradients.
+        """
         h = self.norm1(x)
-        x = x + self.attn(h, h, allow)
+        if keep is not None:
+            x = x[:, :keep]
+        x = x + self.attn(h if keep is None else h[:, :keep], h, allow)
         return x + self.ffn(self.norm2(x))
 
 
@@ -208,9 +218,10 @@ class FusionQFormer(nn.Module):
             # Queries are always attendable, so no row of the softmax is empty even when an
             # item has no content at all.
             joint_allow = torch.cat([allow.new_ones(b, k), allow], dim=1)
-            for blk in self.blocks:
+            for blk in self.blocks[:-1]:
                 x = blk(x, joint_allow)
-            out = x[:, :k]
+            # Only the query positions of the last block are read (see SelfBlock.forward).
+            out = self.blocks[-1](x, joint_allow, keep=k)
         else:
             has_any = allow.any(dim=1)
             out = q

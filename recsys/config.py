@@ -90,6 +90,16 @@ class ContentSection:
     # None = the encoder's default: recompute the history pass in backward for lora (the
     # memory saving of the LoRA path comes from this), keep activations otherwise.
     checkpoint_history: bool | None = None
+    # On CPU, the precision of the Q-Former's passes (multimodal/content.py): "bf16" runs them
+    # under bfloat16 autocast (float32 weights and optimizer state), "fp32" in float32, "auto"
+    # = fp32 (bf16 is opt-in: docs/multimodal.md, "Precision and speed", has the measured
+    # speed and the 3-seed quality gap). A GPU run autocasts everything to bf16 regardless.
+    cpu_precision: Literal["auto", "bf16", "fp32"] = "auto"
+
+    @property
+    def cpu_bf16(self) -> bool:
+        """Whether the Q-Former runs under bf16 autocast on CPU (``cpu_precision``)."""
+        return self.cpu_precision == "bf16"
 
     def __post_init__(self) -> None:
         if self.fusion == "pooled" and self.seq_mode not in ("none", "frozen"):
@@ -298,8 +308,8 @@ def load_run_config(path: str | Path) -> TrainConfig:
 
 # What a resumed run may change: where things are and how fast they run, and how long it
 # trains; everything else decides what the run is and must match the saved config.
-_FREE_ON_RESUME = ("name", "data.dir", "ranking.cpu_precision", "train.epochs", "train.patience",
-                   "train.threads", "train.compile", "train.checkpoint_every",
+_FREE_ON_RESUME = ("name", "data.dir", "ranking.cpu_precision", "content.cpu_precision",
+                   "train.epochs", "train.patience", "train.threads", "train.compile", "train.checkpoint_every",
                    "train.eval_batch_size", "tracking.")
 
 

@@ -88,7 +88,8 @@ class EM3Model(nn.Module):
                 seq_mode="frozen" if c.seq_mode == "none" else c.seq_mode,
                 lora=LoraSettings(r=c.lora_r, alpha=c.lora_alpha, dropout=c.lora_dropout,
                                   targets=tuple(c.lora_targets)),
-                dedup=c.dedup, checkpoint_history=c.checkpoint_history)
+                dedup=c.dedup, checkpoint_history=c.checkpoint_history,
+                cpu_bf16=c.cpu_bf16)
         if cfg.uses_cic:
             self.cic = ContentIdContrastive(cfg.content.hidden, ranking_cfg.embedding_dim,
                                             proj_dim=cfg.cic.proj_dim, temperature=cfg.cic.temperature)
