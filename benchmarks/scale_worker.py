@@ -72,39 +72,29 @@ def prepare(args: argparse.Namespace) -> dict:
             "split_rows": {s: manifest.rows(s) for s in manifest.splits}}
 
 
-def _stream(cfg, prepared: Path, rank: int, world_size: int, drop_last: bool):
-    """The train split's stream for this rank, shuffled with the run's seed as training's."""
+def _epoch_loader(cfg, env, drop_last: bool):
+    """This rank's train batches: with ``drop_last`` the training run's own loader (which
+    drops each rank's last partial batch when there are several ranks), without it the same
+    stream keeping that batch, so the epoch's rank cut alone is checked."""
     from data.stream import ShardStream
+    from recsys.training.train_data import open_train_data
 
-    return ShardStream(prepared, "train", cfg.train.batch_size, shuffle=True,
-                       seed=cfg.train.seed, rank=rank, world_size=world_size, drop_last=drop_last)
+    data = open_train_data(cfg)
+    if drop_last:
+        return data.train_loader(cfg, env)
+    return ShardStream(data.shards, "train", cfg.train.batch_size, shuffle=True,
+                       seed=cfg.train.seed, rank=env.rank, world_size=env.world_size,
+                       drop_last=False, block_rows=cfg.data.block_rows,
+                       shuffle_buffer_rows=cfg.data.shuffle_buffer_rows)
 
 
-def _trainer(cfg, prepared: Path, run_dir: Path):
-    """A ``Trainer`` whose model, optimizer and loader are built as ``Trainer.__init__``
-    builds them, from the shards' manifest and a ``ShardStream`` instead of the dataset, so
-    ``train_step`` is the training loop's own."""
-    from data.shard_manifest import read_manifest
+def _trainer(cfg, run_dir: Path):
+    """The training run of ``recsys train --data PREPARED``: its model, optimizer and
+    streamed loader (``Trainer.loader``), and its own ``train_step``."""
     from ranking.dist import init_process_group_from_env
-    from recsys.model.build import apply_threads, build_model
-    from recsys.training.optim import build_optimizer
-    from recsys.training.perf import keep_freed_memory, use_compile
-    from recsys.training.train import Trainer, TrainState, seed_everything
+    from recsys.training.train import Trainer
 
-    env = init_process_group_from_env()
-    apply_threads(cfg)
-    keep_freed_memory()
-    seed_everything(cfg.train.seed)
-    trainer = Trainer.__new__(Trainer)
-    trainer.cfg, trainer.run_dir, trainer.env, trainer.progress = cfg, run_dir, env, False
-    trainer.model = build_model(cfg, read_manifest(prepared).layout, None, env)
-    if use_compile(cfg.train.compile, env.device)[0]:
-        trainer.em3.ranking.compile_dense_tower()
-    trainer.optimizer = build_optimizer(trainer.model, cfg)
-    # As training: a rank's last partial batch is dropped when there are several ranks.
-    trainer.loader = _stream(cfg, prepared, env.rank, env.world_size, env.world_size > 1)
-    trainer.state, trainer.interest_warmup_steps = TrainState(), 0
-    return trainer
+    return Trainer(cfg, run_dir, init_process_group_from_env(), progress=False)
 
 
 def _cycle(loader, epoch: int = 0) -> Iterator:
@@ -120,7 +110,7 @@ def train(args: argparse.Namespace) -> dict:
 
     cfg = _config(args.prepared, threads=1)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = _trainer(cfg, args.prepared, Path(tmp))
+        trainer = _trainer(cfg, Path(tmp))
         trainer.model.train()
         batches = _cycle(trainer.loader)
         for _ in range(WARMUP_STEPS):
@@ -145,8 +135,7 @@ def rows(args: argparse.Namespace) -> dict:
 
     env = init_process_group_from_env()
     cfg = _config(args.prepared, threads=1)
-    # --drop-last as training with several ranks reads; without it, the epoch's rank cut alone.
-    stream = _stream(cfg, args.prepared, env.rank, env.world_size, drop_last=args.drop_last)
+    stream = _epoch_loader(cfg, env, args.drop_last)
     stream.set_epoch(args.epoch)
     ids = [b.row_id.numpy() for b in stream]
     read = np.concatenate(ids) if ids else np.zeros(0, np.int64)
@@ -168,7 +157,7 @@ def compare(args: argparse.Namespace) -> dict:
 
     cfg = _config(args.prepared, threads=1)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = _trainer(cfg, args.prepared, Path(tmp))
+        trainer = _trainer(cfg, Path(tmp))
         trainer.model.train()
         t0 = time.perf_counter()
         memory = BatchLoader(load_prepared(args.prepared), "train", cfg.train.batch_size,
