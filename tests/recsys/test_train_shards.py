@@ -1,0 +1,116 @@
+"""Training and evaluating from prepared shards: ``recsys data shard`` writes what the library
+writes; ``recsys train --data SHARDS`` streams train, resumes a killed run mid-epoch to the
+metrics of an uninterrupted one, and ``recsys evaluate --data SHARDS`` scores as the run did;
+shards prepared with other settings, and content presets, are refused in one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from data.dataset import load_dataset
+from data.prepare import prepare
+from data.shards import write_shards
+from data.synth import SynthConfig, synthesize
+from recsys.cli import main
+from recsys.config import load_train_config
+from recsys.evaluation.evaluate import evaluate
+from tests.recsys.train_fixtures import REPO, recsys_cmd, run_recsys, set_args
+
+pytestmark = pytest.mark.slow
+
+DATA = ["data.max_history=5", "data.tail_days=7"]
+SETTINGS = [*DATA, "ranking.embedding_dim=4", "ranking.attention_hidden=[8]",
+            "ranking.over_arch=[8]", "train.epochs=2", "train.batch_size=64",
+            "train.eval_batch_size=1024", "train.threads=1", "train.compile=off",
+            "train.checkpoint_every=1", "tracking.enabled=false",
+            # Blocks and buffers far smaller than the split: several chunks per epoch.
+            "data.block_rows=128", "data.shuffle_buffer_rows=512"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    return synthesize(tmp_path_factory.mktemp("world") / "w",
+                      SynthConfig(n_users=120, n_items=80, n_days=24, seed=2))
+
+
+@pytest.fixture(scope="module")
+def shards(world, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("shards") / "s"
+    args = ["data", "shard", str(world), "--out", str(out), "--config", "id_only", "--buckets", "3"]
+    assert main([*args, *set_args(DATA)]) == 0
+    return out
+
+
+def files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_data_shard_writes_the_librarys_shards_and_refuses_bad_input(world, shards, tmp_path, capsys):
+    cfg = load_train_config("id_only", DATA)
+    same = write_shards(prepare(load_dataset(world), cfg.prepare_config()), tmp_path / "lib", buckets=3)
+    assert files(shards) == files(same.root)  # --config and --set map onto the prepare config
+    capsys.readouterr()
+    for bad, message in ((["--out", str(shards)], "already exists and is not empty"),
+                         (["--out", str(tmp_path / "x"), "--buckets", "0"], "--buckets must be >= 1"),
+                         (["--out", str(tmp_path / "y"), "--set", "data.max_history=0"],
+                          "data.max_history")):
+        assert main(["data", "shard", str(world), *bad]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_other_settings_and_content_presets_are_refused(shards, tmp_path, capsys):
+    args = ["train", "id_only", "--data", str(shards), "--out", str(tmp_path / "r"), "--quiet"]
+    assert main([*args, *set_args([*SETTINGS, "data.max_history=6"])]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: --data {shards}: the shards were prepared with other settings than the run's "
+        "(data.max_history: shards 5, run 6); --set the shards' values or shard the dataset "
+        "again with the run's (recsys data shard)"]
+    args[1] = "em3"
+    assert main([*args, *set_args(SETTINGS)]) == 2
+    assert "content.enabled=false" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_killed_run_from_shards_resumes_mid_epoch_to_the_same_result(world, shards, tmp_path):
+    args = ["train", "id_only", "--data", str(shards), "--quiet", *set_args([*SETTINGS, "train.epochs=1"])]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    whole = subprocess.Popen(recsys_cmd(*args, "--out", str(tmp_path / "whole")), cwd=REPO, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(recsys_cmd(*args, "--out", str(killed)), cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not list((killed / "checkpoints").glob("step_*[3-9]")) and time.time() < deadline:
+        assert proc.poll() is None, "training ended before it could be killed"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "metrics.json").exists()
+    resumed = run_recsys(*args, "--out", str(killed), "--resume")
+    out, err = whole.communicate(timeout=600)
+    assert whole.returncode == 0, err[-2000:]
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    batch = int(re.search(r"resumed from step_\d+: epoch \d+, batch (\d+)", resumed.stdout).group(1))
+    assert batch > 0  # mid-epoch: the stream resumed with iter_from
+    a = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    b = json.loads((killed / "metrics.json").read_text())
+    assert a["labels"] == b["labels"] and a["best_epoch"] == b["best_epoch"]
+    meta = json.loads((killed / "run.json").read_text())
+    assert meta["dataset"] == {"dir": str(shards.resolve()),
+                               "fingerprint": load_dataset(world).fingerprint}
+
+    # recsys evaluate from the shards scores the test split as the run did.
+    c = evaluate(killed, shards, tracking=False, progress=False)
+    for label, m in b["labels"].items():
+        assert c["labels"][label]["auc"] == pytest.approx(m["auc"], abs=1e-6)
+        assert c["labels"][label]["rows"] == m["rows"]
