@@ -250,16 +250,25 @@ def _write_buckets(tmp: Path, derived: Path, buckets: int, layout: FeatureLayout
     split_rows: dict[str, list[int]] = {s: [] for s in SHARD_SPLITS}
     sources = {USER_FEATURE: "user_id", ITEM_FEATURE: "item_id"}
     sources |= {f: f for f in vocabs if f not in sources}
-    for b in tqdm(range(buckets), desc="write", unit="bucket", disable=not progress):
-        files = sorted((derived / f"{b:05d}").glob("*.parquet"))
-        frame = (pl.concat([pl.read_parquet(f) for f in files], how="vertical") if files
-                 else pl.DataFrame(schema=schema))
-        frame = add_cold_flags(frame.sort("row_id"), train_items=train_ids["item_id"],
+    def shard_rows(derived_rows: pl.DataFrame) -> pl.DataFrame:
+        """Derived rows → shard columns (and ``split``): encoded before the pieces of a bucket
+        meet, so the raw side features of only one piece are in memory at a time."""
+        frame = add_cold_flags(derived_rows, train_items=train_ids["item_id"],
                                train_users=train_ids["user_id"])
         frame = frame.with_columns(vocabs[name].encode(frame[col]).alias(index_column(name))
                                    for name, col in sources.items())
+        return split_frame_to_shard(frame, layout).with_columns(frame["split"])
+
+    for b in tqdm(range(buckets), desc="write", unit="bucket", disable=not progress):
+        files = sorted((derived / f"{b:05d}").glob("*.parquet"))
+        pieces = [shard_rows(pl.read_parquet(f)) for f in files] or [shard_rows(pl.DataFrame(schema=schema))]
+        frame = pl.concat(pieces, how="vertical")
+        del pieces
         for split in SHARD_SPLITS:
-            rows = split_frame_to_shard(frame.filter(pl.col("split") == split), layout)
+            # Filter, then sort, as write_shards does: the Parquet writer's pages of a list
+            # column depend on how its buffers lie (a filtered list column writes other bytes
+            # than a gathered one with the same rows), and a sort gathers.
+            rows = frame.filter(pl.col("split") == split).drop("split").sort("row_id")
             write_split_file(rows, tmp / part_path(split, b))
             split_rows[split].append(rows.height)
     return split_rows
