@@ -180,6 +180,11 @@ def _previous() -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def _plot(rows: list[dict]) -> None:
+    growth_plot(rows, RESULTS_DIR / "scale_growth.png",
+                [(PREP_RSS_MB, "preparation target"), (TRAIN_RSS_MB, "training target")])
+
+
 def build_targets(rows: list[dict], coverage: dict | None, compare: dict | None) -> list[dict]:
     targets = []
     for r in rows:
@@ -217,7 +222,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="the size on which 2 processes' epoch rows are checked")
     parser.add_argument("--rounds", type=int, default=5, help="alternating comparison rounds")
     parser.add_argument("--batches", type=int, default=100, help="batches per source and round")
+    parser.add_argument("--replot", action="store_true",
+                        help="only redraw scale_growth.png from results/scale.json")
     args = parser.parse_args(argv)
+    if args.replot:
+        _plot(_previous()["rows"])
+        return 0
     DATA.mkdir(parents=True, exist_ok=True)
     log = DATA / "scale.log"
     rows: list[dict] = []
@@ -239,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
                              "settings": {"preset": "id_only", "steps": args.steps,
                                           "buckets": args.buckets, "seed": args.seed,
                                           "threads_per_process": 1}})
-        growth_plot(all_rows, RESULTS_DIR / "scale_growth.png")
+        _plot(all_rows)
     print(f"machine: {machine()}")
     print_table(all_rows, ["size", "users", "items", "prep_s", "prep_rows_per_s",
                            "prep_peak_rss_mb", "shard_mb", "train1_samples_per_s",

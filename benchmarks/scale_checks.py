@@ -91,9 +91,11 @@ def rank_coverage(per_rank: Sequence[np.ndarray], split_rows: np.ndarray,
             "ok": overlap == 0 and foreign == 0 and missing <= allowed}
 
 
-def growth_plot(rows: list[dict[str, Any]], path: Path) -> Path:
+def growth_plot(rows: list[dict[str, Any]], path: Path,
+                limits: Sequence[tuple[float, str]] = ()) -> Path:
     """Log-log plot of preparation peak RSS and wall time and training peak RSS per process
-    against the log's rows; ``rows`` are the benchmark's per-size rows."""
+    against the log's rows; ``rows`` are the benchmark's per-size rows, ``limits`` (MiB,
+    label) the memory targets, drawn as lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -107,6 +109,10 @@ def growth_plot(rows: list[dict[str, Any]], path: Path) -> Path:
                        ("train2_peak_rss_mb", "training, 2 processes (per process)")):
         if all(r.get(key) is not None for r in rows):
             mem.plot(n, [r[key] / 1024 for r in rows], "s--", label=label)
+    for limit, label in limits:
+        mem.axhline(limit / 1024, color="grey", linestyle=":", linewidth=1)
+        mem.annotate(label, (n[0], limit / 1024), textcoords="offset points", xytext=(0, 3),
+                     fontsize=8, color="grey")
     mem.set(xscale="log", yscale="log", xlabel="interactions", ylabel="peak RSS (GiB)",
             title="Peak memory")
     mem.legend()
