@@ -67,6 +67,19 @@ def summary(runs: dict[str, dict[str, list[dict]]]) -> dict[str, dict]:
     return out
 
 
+def merged(paths: list[Path]) -> dict | None:
+    """The runs of several results files of this script (e.g. one per dataset, written by
+    invocations that ran side by side) as one ``{"runs", "summary"}``; None without any."""
+    runs: dict[str, dict[str, list[dict]]] = {}
+    for path in paths:
+        for name, by_precision in json.loads(path.read_text())["runs"].items():
+            for precision, records in by_precision.items():
+                known = runs.setdefault(name, {}).setdefault(precision, [])
+                seeds = {r["seed"] for r in records}
+                known[:] = [r for r in known if r["seed"] not in seeds] + records
+    return {"runs": runs, "summary": summary(runs)} if runs else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["synth", "movielens"])

@@ -71,7 +71,10 @@ class ItemContentEncoder(nn.Module):
         checkpoint_history: recompute the history pass during backward in chunks of
             ``history_chunk`` items instead of keeping its activations (peak memory of the
             history path ~ one chunk instead of all items; costs one extra forward). None (the
-            default) turns it on for ``lora`` and off otherwise.
+            default) turns it on for ``lora`` and off otherwise, and keeps the activations of
+            the last chunk (a history of one chunk is then not recomputed at all): backward
+            needs that chunk first, so keeping it leaves the peak at about one chunk and saves
+            its recomputation (benchmarks/em3_speed.py, lever ``keep_last_chunk``).
         history_chunk: items per checkpointed chunk; the no-grad history pass of ``frozen``
             also runs in chunks of this size.
         cpu_bf16: run the Q-Former passes on CPU under bfloat16 autocast (see the module
@@ -96,6 +99,7 @@ class ItemContentEncoder(nn.Module):
         self.seq_mode = seq_mode
         self.dedup = dedup
         self.checkpoint_history = (seq_mode == "lora") if checkpoint_history is None else checkpoint_history
+        self.keep_last_chunk = checkpoint_history is None
         self.history_chunk = history_chunk
         self.cpu_bf16 = cpu_bf16
         self.lora = (lora or LoraSettings()) if seq_mode == "lora" else None
@@ -175,8 +179,11 @@ class ItemContentEncoder(nn.Module):
         if self.checkpoint_history and torch.is_grad_enabled():
             # Chunked checkpointing: only row indices are saved; backward recomputes one chunk
             # at a time, so peak activation memory follows the chunk size, not the item count.
+            chunks = rows.split(self.history_chunk)
+            recomputed = len(chunks) - 1 if self.keep_last_chunk else len(chunks)
             return torch.cat([checkpoint(self._qformer_pass, chunk, True, use_reentrant=False)
-                              for chunk in rows.split(self.history_chunk)])
+                              for chunk in chunks[:recomputed]]
+                             + [self._qformer_pass(chunk, True) for chunk in chunks[recomputed:]])
         return self._qformer_pass(rows, history=True)
 
     def _encode(self, rows: torch.Tensor, history: bool) -> torch.Tensor:
