@@ -42,6 +42,7 @@ bf16 for ``shipped_bf16``): the rate of a 1024 x 1024 matmul on the step's one t
 
     python benchmarks/em3_speed.py               # writes results/em3_speed.json
     python benchmarks/em3_speed.py --rounds 1 --datasets synth
+    python benchmarks/em3_speed.py --update-parity   # only re-reads em3_parity.py's runs
 """
 
 from __future__ import annotations
@@ -271,6 +272,25 @@ def parity_targets(summary: dict) -> list[dict]:
             for name, row in summary.items() for metric in PARITY_METRICS]
 
 
+def update_parity(parity: dict | None) -> int:
+    """Rewrites results/em3_speed.json with ``parity`` (and its targets) in place of the
+    recorded parity, keeping the timings."""
+    from benchmarks.common import RESULTS_DIR
+
+    path = RESULTS_DIR / "em3_speed.json"
+    out = json.loads(path.read_text())
+    out["targets"] = [t for t in out["targets"] if "_bf16_vs_fp32_" not in t["name"]]
+    if parity is not None:
+        out["targets"] += parity_targets(parity["summary"])
+    out["parity"] = parity
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(out, indent=2) + "\n")
+    tmp.replace(path)
+    print(json.dumps(parity and parity["summary"], indent=1))
+    print(f"wrote {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=2, help="processes per dataset (default 2)")
@@ -278,6 +298,10 @@ def main(argv: list[str] | None = None) -> int:
                         choices=["synth", "movielens"])
     parser.add_argument("--parity", type=Path, nargs="*", default=None,
                         help="em3_parity.py's results (default: benchmarks/.data/em3_parity*.json)")
+    parser.add_argument("--data", action="append", default=[], metavar="NAME=DIR",
+                        help="a prepared dataset directory for NAME (repeatable)")
+    parser.add_argument("--update-parity", action="store_true",
+                        help="keep the recorded timings; re-read the parity runs only")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.case:
@@ -287,10 +311,17 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.em3_parity import merged
     from benchmarks.quality_runs import dataset_dir
 
+    paths = args.parity if args.parity is not None else sorted(
+        PARITY_RESULTS.parent.glob(f"{PARITY_RESULTS.stem}*.json"))
+    parity = merged([p for p in paths if p.is_file()])
+    if args.update_parity:
+        return update_parity(parity)
+    given = dict(item.split("=", 1) for item in args.data)
+
     rows, components, targets, batches = [], [], [], {}
     load_before = os.getloadavg()
     for name in args.datasets:
-        data = dataset_dir(name)
+        data = Path(given[name]) if name in given else dataset_dir(name)
         if data is None:
             continue
         runs = []
@@ -333,9 +364,6 @@ def main(argv: list[str] | None = None) -> int:
             targets.append(target("synth_em3_shipped_vs_id_only_throughput",
                                   by["shipped"]["samples_per_s"] / by["id_only"]["samples_per_s"],
                                   ">=", MIN_ID_RATIO))
-    paths = args.parity if args.parity is not None else sorted(
-        PARITY_RESULTS.parent.glob(f"{PARITY_RESULTS.stem}*.json"))
-    parity = merged([p for p in paths if p.is_file()])
     if parity is not None:
         targets += parity_targets(parity["summary"])
     print_table(rows, ["dataset", "variant", "precision", "step_cpu_ms", "step_wall_ms",
@@ -350,8 +378,7 @@ def main(argv: list[str] | None = None) -> int:
             f"before/after: {load_before[0]:.1f}/{load_after[0]:.1f}.")
     path = write_results("em3_speed", rows, targets, command="python benchmarks/em3_speed.py",
                          extra={"components": components, "batches": batches,
-                                "parity": parity and {"summary": parity["summary"],
-                                                      "runs": parity["runs"]},
+                                "parity": parity,
                                 "config": {"warmup": WARMUP, "steps": STEPS, "repeats": REPEATS,
                                            "rounds": args.rounds},
                                 "note": note})
