@@ -105,7 +105,7 @@ class Prepared:
         return self.vocabs[ITEM_FEATURE].encode(self.dataset.items["item_id"]).to_numpy()
 
 
-def _join_side_features(dataset: Dataset) -> pl.DataFrame:
+def join_side_features(dataset: Dataset) -> pl.DataFrame:
     """Interactions with the target item's and the user's categoricals joined on."""
     inter = dataset.interactions
     if dataset.item_features:
@@ -123,30 +123,74 @@ def _join_side_features(dataset: Dataset) -> pl.DataFrame:
     return inter
 
 
-def _split(frame: pl.DataFrame, config: PrepareConfig, dataset: Dataset) -> pl.DataFrame:
-    """Adds ``split``; rows of the last ``tail_days`` days are ``"tail"`` (see PrepareConfig)."""
+def tail_mask(last_day: int, tail_days: int) -> pl.Expr:
+    """True for the rows of the log's last ``tail_days`` days (none with 0)."""
+    return (pl.col("ts") // SECONDS_PER_DAY > last_day - tail_days) if tail_days else pl.lit(False)
+
+
+def empty_head_error(dataset: Dataset, config: PrepareConfig, first_day: int,
+                     last_day: int) -> DataError:
+    """The error for a ``data.tail_days`` that leaves no row before the tail: a property of the
+    data (its time span), so a DataError."""
+    spec = dataset.spec.interactions
+    return DataError(Problem(str(dataset.root / spec.file), f"data.tail_days={config.tail_days} "
+                             "leaves no rows before the tail (the log spans "
+                             f"{last_day - first_day + 1} days)", column=spec.timestamp))
+
+
+def add_split(frame: pl.DataFrame, config: PrepareConfig, last_day: int,
+              time_cuts: tuple | None = None) -> pl.DataFrame:
+    """Adds ``split``; rows of the last ``tail_days`` days are ``"tail"`` (see PrepareConfig).
+
+    ``last_day``: the whole log's last day. ``time_cuts``: the whole log's
+    ``data.split.time_cut_keys`` when ``frame`` holds only some users (bounded-memory
+    preparation); None computes them from ``frame``. The caller has checked that the tail
+    leaves rows before it (``empty_head_error``).
+    """
 
     def split(f: pl.DataFrame) -> pl.DataFrame:
         if config.split == "time":
-            return time_split(f, config.fractions)
+            return time_split(f, config.fractions, cut_keys=time_cuts)
         if config.split == "user_time":
             return user_time_split(f, config.fractions)
         return leave_last_out(f)
 
     if config.tail_days == 0:
         return split(frame)
-    day = pl.col("ts") // SECONDS_PER_DAY
-    last_day = frame.select(day.max()).item()
-    in_tail = day > last_day - config.tail_days
+    in_tail = tail_mask(last_day, config.tail_days)
     head = frame.filter(~in_tail)
-    if head.height == 0:  # a property of the data (its time span), so a DataError
-        spec = dataset.spec.interactions
-        raise DataError(Problem(str(dataset.root / spec.file), f"data.tail_days={config.tail_days} "
-                                "leaves no rows before the tail (the log spans "
-                                f"{last_day - frame.select(day.min()).item() + 1} days)",
-                                column=spec.timestamp))
     tail = frame.filter(in_tail).with_columns(pl.lit("tail").alias("split"))
     return pl.concat([split(head), tail], how="vertical_relaxed").sort("row_id")
+
+
+def add_user_derived(frame: pl.DataFrame, label: str, config: PrepareConfig) -> pl.DataFrame:
+    """The columns derived from each user's own earlier rows: the behaviour sequence and, when
+    configured, the prior rate. Per user, so a frame holding some users' whole logs gives
+    those users' rows exactly what the whole log would."""
+    frame = add_history(frame, label, config.max_history)
+    return add_prior_rate(frame, label) if config.prior_rate else frame
+
+
+def vocab_sources(dataset: Dataset, config: PrepareConfig) -> dict[str, str]:
+    """Vocabulary name → the column it is built from."""
+    sources = {USER_FEATURE: "user_id", ITEM_FEATURE: "item_id"}
+    return sources | {f: f for f in pooled_features(dataset, config) if f != USER_FEATURE}
+
+
+def feature_layout(dataset: Dataset, config: PrepareConfig, vocabs: dict[str, Vocab],
+                   schema: pl.Schema) -> FeatureLayout:
+    """The model's feature layout, from the vocabularies and the prepared frame's schema."""
+    pooled = pooled_features(dataset, config)
+    return FeatureLayout(
+        pooled={name: vocabs[name].size for name in pooled},
+        item_vocab_size=vocabs[ITEM_FEATURE].size,
+        max_history=config.max_history,
+        labels=tuple(dataset.labels),
+        retention_labels=RETENTION_LABELS if config.retention else (),
+        num_items=dataset.items.height,
+        dense=dense_features(config),
+        bags=tuple(f for f in pooled if f in schema and is_bag(schema[f])),
+    )
 
 
 def pooled_features(dataset: Dataset, config: PrepareConfig) -> list[str]:
@@ -174,21 +218,22 @@ def prepare(dataset: Dataset, config: PrepareConfig | None = None,
     ids are encoded exactly as the model saw them.
     """
     config = config or PrepareConfig()
-    frame = _join_side_features(dataset)
-    frame = _split(frame, config, dataset)
-    frame = add_history(frame, dataset.primary_label, config.max_history)
-    if config.prior_rate:
-        frame = add_prior_rate(frame, dataset.primary_label)
+    frame = join_side_features(dataset)
+    day = pl.col("ts") // SECONDS_PER_DAY
+    first_day, last_day = frame.select(day.min().alias("first"), day.max().alias("last")).row(0)
+    if config.tail_days and frame.filter(~tail_mask(last_day, config.tail_days)).height == 0:
+        raise empty_head_error(dataset, config, first_day, last_day)
+    frame = add_split(frame, config, last_day)
+    frame = add_user_derived(frame, dataset.primary_label, config)
     if config.item_prior_rate:
         frame = add_item_prior_rate(frame, dataset.primary_label)
     frame = add_cold_flags(frame)
     if config.retention:
-        frame = add_retention_labels(frame)
+        frame = add_retention_labels(frame, last_day=last_day)
 
     # Vocabularies see train rows only: an id first met in valid/test is OOV, as it would be
     # for a model serving traffic it was not trained on.
-    sources = {USER_FEATURE: "user_id", ITEM_FEATURE: "item_id"}
-    sources |= {f: f for f in pooled_features(dataset, config) if f != USER_FEATURE}
+    sources = vocab_sources(dataset, config)
     train = frame.filter(pl.col("split") == "train")
     if vocabs is None:
         vocabs = {name: Vocab.build(name, train[col], config.min_count) for name, col in sources.items()}
@@ -200,15 +245,5 @@ def prepare(dataset: Dataset, config: PrepareConfig | None = None,
         # Dense over the whole log (cold users too), so GAUC can group any split by it.
         (pl.col("user_id").rank("dense").cast(pl.Int64) - 1).alias("user_key"),
     )
-    layout = FeatureLayout(
-        pooled={name: vocabs[name].size for name in pooled_features(dataset, config)},
-        item_vocab_size=vocabs[ITEM_FEATURE].size,
-        max_history=config.max_history,
-        labels=tuple(dataset.labels),
-        retention_labels=RETENTION_LABELS if config.retention else (),
-        num_items=dataset.items.height,
-        dense=dense_features(config),
-        bags=tuple(f for f in pooled_features(dataset, config)
-                   if f in frame.columns and is_bag(frame.schema[f])),
-    )
+    layout = feature_layout(dataset, config, vocabs, frame.schema)
     return Prepared(dataset=dataset, frame=frame, vocabs=vocabs, layout=layout, config=config)

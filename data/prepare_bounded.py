@@ -28,8 +28,7 @@ from pathlib import Path
 
 import polars as pl
 
-from data.bags import is_bag
-from data.batch import ITEM_FEATURE, RETENTION_LABELS, USER_FEATURE, FeatureLayout
+from data.batch import ITEM_FEATURE, USER_FEATURE, FeatureLayout
 from data.coldstart import add_cold_flags
 from data.dataset import Dataset, check_user_id_types, load_items, load_users, tables_fingerprint
 from data.errors import DataError, Problem
@@ -37,15 +36,16 @@ from data.interaction_chunks import CHUNK_ROWS, partition_interactions, read_par
 from data.prepare import (
     PrepareConfig,
     Prepared,
-    _join_side_features,
-    dense_features,
+    add_split,
+    add_user_derived,
+    empty_head_error,
+    feature_layout,
     index_column,
-    pooled_features,
+    join_side_features,
+    vocab_sources,
 )
 from data.prepare_passes import LogFacts, log_facts
-from data.prior_rate import add_prior_rate
 from data.retention import add_retention_labels
-from data.sequences import add_history
 from data.shard_manifest import (
     DEFAULT_BUCKETS,
     ITEMS_FILE,
@@ -64,7 +64,6 @@ from data.shards import (
     write_split_file,
 )
 from data.spec import read_spec
-from data.split import leave_last_out, time_split, user_time_split
 from data.vocab import Vocab, value_counts
 
 # Rows per work partition in pass 3: a partition's derived frame (histories of up to
@@ -121,10 +120,10 @@ def prepare_to_shards(data_dir: str | Path, out: str | Path, config: PrepareConf
                           missing_media=media_problems)
         facts = log_facts(pl.scan_parquet(work / "rows" / "*" / "*.parquet"), config)
         if facts.head_rows == 0:
-            raise _empty_head(dataset, config, facts)
+            raise empty_head_error(dataset, config, facts.first_day, facts.last_day)
         vocabs, train_ids, schema = _derive_partitions(dataset, config, facts, work, partitions,
                                                         buckets, progress)
-        layout = _layout(dataset, config, vocabs, schema)
+        layout = feature_layout(dataset, config, vocabs, schema)
         split_rows = _write_buckets(tmp, work / "derived", buckets, layout, vocabs, train_ids,
                                     schema, progress)
         shutil.rmtree(work)
@@ -141,36 +140,6 @@ def prepare_to_shards(data_dir: str | Path, out: str | Path, config: PrepareConf
     return out / MANIFEST_FILE
 
 
-def _empty_head(dataset: Dataset, config: PrepareConfig, facts: LogFacts) -> DataError:
-    """``prepare``'s error for a tail that leaves no rows (a property of the data)."""
-    spec = dataset.spec.interactions
-    return DataError(Problem(str(dataset.root / spec.file), f"data.tail_days={config.tail_days} "
-                             "leaves no rows before the tail (the log spans "
-                             f"{facts.last_day - facts.first_day + 1} days)", column=spec.timestamp))
-
-
-def _split(frame: pl.DataFrame, config: PrepareConfig, facts: LogFacts) -> pl.DataFrame:
-    """``prepare``'s split of some users' rows, given the whole log's facts."""
-    def split(f: pl.DataFrame) -> pl.DataFrame:
-        if config.split == "time":
-            return time_split(f, config.fractions, cut_keys=facts.time_cuts)
-        if config.split == "user_time":
-            return user_time_split(f, config.fractions)
-        return leave_last_out(f)
-
-    if config.tail_days == 0:
-        return split(frame)
-    in_tail = facts.in_tail(config.tail_days)
-    head, tail = frame.filter(~in_tail), frame.filter(in_tail).with_columns(pl.lit("tail").alias("split"))
-    return pl.concat([split(head), tail], how="vertical_relaxed").sort("row_id")
-
-
-def _sources(dataset: Dataset, config: PrepareConfig) -> dict[str, str]:
-    """Vocabulary name → the column it is built from (as in ``prepare``)."""
-    sources = {USER_FEATURE: "user_id", ITEM_FEATURE: "item_id"}
-    return sources | {f: f for f in pooled_features(dataset, config) if f != USER_FEATURE}
-
-
 def _derive_partitions(dataset: Dataset, config: PrepareConfig, facts: LogFacts, work: Path,
                        partitions: int, buckets: int, progress: bool
                        ) -> tuple[dict[str, Vocab], dict[str, pl.Series], pl.Schema]:
@@ -181,7 +150,7 @@ def _derive_partitions(dataset: Dataset, config: PrepareConfig, facts: LogFacts,
     """
     from tqdm.auto import tqdm
 
-    sources = _sources(dataset, config)
+    sources = vocab_sources(dataset, config)
     counts: dict[str, pl.DataFrame | None] = dict.fromkeys(sources)
     train_ids: dict[str, pl.Series | None] = {"item_id": None, "user_id": None}
     user_keys = facts.user_keys()
@@ -192,10 +161,8 @@ def _derive_partitions(dataset: Dataset, config: PrepareConfig, facts: LogFacts,
             continue
         part = Dataset(root=dataset.root, spec=dataset.spec, interactions=rows, items=dataset.items,
                        users=dataset.users, fingerprint=dataset.fingerprint, missing_media=[])
-        frame = _split(_join_side_features(part), config, facts)
-        frame = add_history(frame, dataset.primary_label, config.max_history)
-        if config.prior_rate:
-            frame = add_prior_rate(frame, dataset.primary_label)
+        frame = add_split(join_side_features(part), config, facts.last_day, facts.time_cuts)
+        frame = add_user_derived(frame, dataset.primary_label, config)
         if config.retention:
             frame = add_retention_labels(frame, last_day=facts.last_day)
         frame = frame.join(user_keys, on="user_id", how="left", maintain_order="left")
@@ -220,22 +187,6 @@ def _add_counts(total: pl.DataFrame | None, counts: pl.DataFrame) -> pl.DataFram
     if total is None:
         return counts
     return pl.concat([total, counts]).group_by("value").agg(pl.col("count").sum())
-
-
-def _layout(dataset: Dataset, config: PrepareConfig, vocabs: dict[str, Vocab],
-            schema: pl.Schema) -> FeatureLayout:
-    """``prepare``'s FeatureLayout, from the derived frame's schema."""
-    pooled = pooled_features(dataset, config)
-    return FeatureLayout(
-        pooled={name: vocabs[name].size for name in pooled},
-        item_vocab_size=vocabs[ITEM_FEATURE].size,
-        max_history=config.max_history,
-        labels=tuple(dataset.labels),
-        retention_labels=RETENTION_LABELS if config.retention else (),
-        num_items=dataset.items.height,
-        dense=dense_features(config),
-        bags=tuple(f for f in pooled if f in schema and is_bag(schema[f])),
-    )
 
 
 def _write_buckets(tmp: Path, derived: Path, buckets: int, layout: FeatureLayout,

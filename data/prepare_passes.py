@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from data.prepare import PrepareConfig
+from data.prepare import PrepareConfig, tail_mask
 from data.retention import SECONDS_PER_DAY
 from data.split import TimeKey, split_cuts
 
@@ -26,11 +26,6 @@ RADIX_BINS = 1 << 20
 def day_of_row() -> pl.Expr:
     """``floor(ts / 86400)``, as data.retention counts days."""
     return pl.col("ts") // SECONDS_PER_DAY
-
-
-def tail_mask(last_day: int, tail_days: int) -> pl.Expr:
-    """True for the rows of the log's last ``tail_days`` days (none with 0), as ``prepare``."""
-    return day_of_row() > last_day - tail_days if tail_days else pl.lit(False)
 
 
 @dataclass(frozen=True)

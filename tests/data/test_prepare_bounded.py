@@ -91,7 +91,7 @@ def test_no_step_holds_the_whole_log(worlds, tmp_path, monkeypatch):
     ``work_rows`` rows, and the writer sees one output bucket at a time: with 16 buckets and
     small partitions, no frame any step derives or writes holds more than a fraction of the log."""
     total = pl.read_parquet(worlds["synth"] / "interactions.parquet").height
-    seen: dict[str, list[int]] = {"add_history": [], "write_split_file": []}
+    seen: dict[str, list[int]] = {"add_user_derived": [], "write_split_file": []}
 
     def spy(name):
         real = getattr(bounded, name)
@@ -105,7 +105,7 @@ def test_no_step_holds_the_whole_log(worlds, tmp_path, monkeypatch):
         spy(name)
     prepare_to_shards(worlds["synth"], tmp_path / "s", PrepareConfig(), buckets=16, progress=False,
                       work_rows=total // 20, chunk_rows=total // 10)
-    partitions, written = seen["add_history"], seen["write_split_file"]
+    partitions, written = seen["add_user_derived"], seen["write_split_file"]
     assert sum(partitions) == total and len(partitions) >= 15  # every row, once; many partitions
     assert max(partitions) < total / 6
     # One (split, bucket) file at a time, and items.parquet.
