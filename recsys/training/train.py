@@ -40,7 +40,7 @@ from recsys.runs.run_artifacts import save_data_state
 from recsys.runs.rundir import CHECKPOINTS_DIR
 from recsys.training.optim import build_optimizer, clip_dense_gradients
 from recsys.training.perf import count_flops, keep_freed_memory, mfu, peak_flops, use_compile
-from recsys.training.train_data import open_train_data
+from recsys.training.train_data import open_train_data, resume_source_difference
 
 
 @dataclass
@@ -345,11 +345,16 @@ def _train_and_test(cfg: TrainConfig, run_dir: Path, env: DistEnv, resume: bool,
             raise UsageError(f"--resume: {run_dir / rundir.CONFIG_FILE} was trained with other "
                              f"settings than given ({'; '.join(changed)}); resume with the run's "
                              "settings (--set them) or train into another --out")
+        other_source = resume_source_difference(rundir.read_meta(run_dir), cfg.data.dir)
+        if other_source:
+            raise UsageError(other_source)
     trainer = Trainer(cfg, run_dir, env, progress)
     if env.is_main and not exists:
         rundir.init_run(run_dir, config_toml=train_config_toml(cfg), kind="train", preset=preset,
                         model_name=cfg.tracking.model_name, labels=list(trainer.prepared.layout.labels),
-                        dataset_dir=trainer.dataset.root, dataset_fingerprint=trainer.dataset.fingerprint)
+                        dataset_dir=trainer.data.source_dir, dataset_fingerprint=trainer.dataset.fingerprint)
+        if trainer.data.shards is not None:
+            rundir.update_meta(run_dir, prepared_shards=str(trainer.data.shards.root))
         save_data_state(run_dir, trainer.prepared)
     if env.is_main:  # this machine's choice (``cpu_precision = "auto"`` depends on the CPU)
         rundir.update_meta(run_dir, dense_tower_precision=trainer.dense_precision)

@@ -45,6 +45,15 @@ class TrainData:
     prepared: Prepared
     shards: ShardManifest | None = None
 
+    @property
+    def source_dir(self) -> Path:
+        """The dataset directory the rows come from (what ``run.json`` records with its
+        fingerprint, so tracking and packaging find the dataset): for shards, the one the
+        manifest names (it may be on another machine; packaging then says so)."""
+        if self.shards is None:
+            return self.dataset.root
+        return Path(self.shards.dataset.get("dir") or self.shards.root)
+
     def train_loader(self, cfg: TrainConfig, env: DistEnv) -> BatchLoader | ShardStream:
         """The shuffled train batches of this rank."""
         common = {"batch_size": cfg.train.batch_size, "shuffle": True, "seed": cfg.train.seed,
@@ -112,3 +121,15 @@ def open_eval_shards(data_dir: str | Path, split: str, prepare: dict,
                          f"than the run's ({', '.join(differ)}); evaluate from the dataset "
                          "directory, which is encoded with the run's own")
     return load_prepared(manifest, (split,))
+
+
+def resume_source_difference(meta: dict, data_dir: str) -> str | None:
+    """Why a run (its ``run.json``) cannot resume from ``data_dir``: it trained from prepared
+    shards and ``data_dir`` is a dataset directory, or the other way round (the order of the
+    batches depends on which). None when it can."""
+    trained_on_shards = bool(meta.get("prepared_shards"))
+    if trained_on_shards == is_shard_dir(data_dir):
+        return None
+    was = f"prepared shards ({meta['prepared_shards']})" if trained_on_shards else "a dataset directory"
+    return (f"--resume: the run trained from {was}, --data {data_dir} is not; resume it from the "
+            "data it trained on (the order of its batches depends on it)")

@@ -81,7 +81,8 @@ def test_other_settings_and_content_presets_are_refused(shards, tmp_path, capsys
     assert not (tmp_path / "r").exists()
 
 
-def test_killed_run_from_shards_resumes_mid_epoch_to_the_same_result(world, shards, tmp_path):
+def test_killed_run_from_shards_resumes_mid_epoch_to_the_same_result(world, shards, tmp_path,
+                                                                     capsys):
     args = ["train", "id_only", "--data", str(shards), "--quiet", *set_args([*SETTINGS, "train.epochs=1"])]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     whole = subprocess.Popen(recsys_cmd(*args, "--out", str(tmp_path / "whole")), cwd=REPO, env=env,
@@ -96,6 +97,9 @@ def test_killed_run_from_shards_resumes_mid_epoch_to_the_same_result(world, shar
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (killed / "metrics.json").exists()
+    # From the dataset directory the batches would differ: refused (in-process, quick).
+    assert main([*args[:3], str(world), *args[4:], "--out", str(killed), "--resume"]) == 2
+    assert "the run trained from prepared shards" in capsys.readouterr().err
     resumed = run_recsys(*args, "--out", str(killed), "--resume")
     out, err = whole.communicate(timeout=600)
     assert whole.returncode == 0, err[-2000:]
@@ -106,8 +110,9 @@ def test_killed_run_from_shards_resumes_mid_epoch_to_the_same_result(world, shar
     b = json.loads((killed / "metrics.json").read_text())
     assert a["labels"] == b["labels"] and a["best_epoch"] == b["best_epoch"]
     meta = json.loads((killed / "run.json").read_text())
-    assert meta["dataset"] == {"dir": str(shards.resolve()),
-                               "fingerprint": load_dataset(world).fingerprint}
+    source = load_dataset(world)  # recorded as the run's dataset (tracking, packaging)
+    assert meta["dataset"] == {"dir": str(source.root), "fingerprint": source.fingerprint}
+    assert meta["prepared_shards"] == str(shards.resolve())
 
     # recsys evaluate from the shards scores the test split as the run did.
     c = evaluate(killed, shards, tracking=False, progress=False)
