@@ -40,9 +40,11 @@ __all__ = ["DEFAULT_BUCKETS", "SHARD_FORMAT", "SHARD_SCHEMA_VERSION", "id_dtype"
            "load_prepared", "read_manifest", "shard_columns", "split_frame_to_shard",
            "write_shards", "write_split_file"]
 
-# Fixed Parquet settings: the same rows give the same bytes (with the same polars version).
-# Row groups are physical only (the reader cuts blocks by position), so this is a file-size
-# and read-granularity choice, not part of the contract.
+# Fixed Parquet settings, so the same rows give the same bytes (with the same polars
+# version) when built by the same operations: the writer's pages of a list column follow how
+# its buffers lie, so a writer that must match ``write_shards`` byte for byte filters by split,
+# then sorts by row_id, as it does. Row groups are physical only (the reader cuts blocks by
+# position), so their size is a file-size and read-granularity choice, not the contract.
 PARQUET_COMPRESSION = "zstd"
 PARQUET_COMPRESSION_LEVEL = 3
 ROW_GROUP_ROWS = 65_536
