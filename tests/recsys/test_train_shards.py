@@ -17,11 +17,15 @@ import pytest
 
 from data.dataset import load_dataset
 from data.prepare import prepare
+from data.shard_manifest import read_manifest
 from data.shards import write_shards
 from data.synth import SynthConfig, synthesize
+from data.vocab import Vocab
 from recsys.cli import main
 from recsys.config import load_train_config
+from recsys.errors import UsageError
 from recsys.evaluation.evaluate import evaluate
+from recsys.training.train_data import open_eval_shards
 from tests.recsys.train_fixtures import REPO, recsys_cmd, run_recsys, set_args
 
 pytestmark = pytest.mark.slow
@@ -91,6 +95,17 @@ def test_other_settings_and_content_presets_are_refused(shards, tmp_path, capsys
     assert main([*args, *set_args(SETTINGS)]) == 2
     assert "content.enabled=false" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_evaluating_shards_needs_the_runs_settings_and_vocabularies(shards):
+    manifest = read_manifest(shards)
+    prep, vocabs = manifest.prepare.to_dict(), manifest.vocabs
+    assert open_eval_shards(shards, "valid", prep, vocabs).frame.height == manifest.rows("valid")
+    with pytest.raises(UsageError, match=r"data.max_history: shards 5, run 9"):
+        open_eval_shards(shards, "test", {**prep, "max_history": 9}, vocabs)
+    other = {**vocabs, "user": Vocab("user", vocabs["user"].values.head(3))}
+    with pytest.raises(UsageError, match=r"other vocabularies than the run's \(user\)"):
+        open_eval_shards(shards, "test", prep, other)
 
 
 def test_killed_run_from_shards_resumes_mid_epoch_to_the_same_result(world, shards, tmp_path,
