@@ -195,7 +195,7 @@ def build_targets(rows: list[dict], coverage: dict | None, compare: dict | None)
                               TRAIN_RSS_MB))
     if compare is not None:
         targets.append(target(f"{rows_label(compare['rows'])}: streamed / in-memory training "
-                              "samples/s (median of per-round ratios)",
+                              "samples/s (interleaved rounds)",
                               compare["stream_over_memory_train"], ">=", STREAM_VS_MEMORY))
     if coverage is not None:
         targets.append(target("2 processes read disjoint rows covering the epoch (1 = yes)",
@@ -220,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the size on which streamed and in-memory loading are compared")
     parser.add_argument("--coverage-rows", type=parse_rows, default=10**6,
                         help="the size on which 2 processes' epoch rows are checked")
-    parser.add_argument("--rounds", type=int, default=5, help="alternating comparison rounds")
-    parser.add_argument("--batches", type=int, default=100, help="batches per source and round")
+    parser.add_argument("--rounds", type=int, default=30, help="alternating comparison rounds")
+    parser.add_argument("--batches", type=int, default=10, help="batches per source and round")
     parser.add_argument("--replot", action="store_true",
                         help="only redraw scale_growth.png from results/scale.json")
     args = parser.parse_args(argv)

@@ -167,31 +167,35 @@ def compare(args: argparse.Namespace) -> dict:
         for source in sources.values():  # first batches: file opening, allocator warm-up
             for batch in itertools.islice(source, WARMUP_STEPS):
                 trainer.train_step(batch)
-        times: dict[str, dict[str, list[float]]] = {k: {"load": [], "train": []} for k in sources}
+        # Per source and kind, (samples, seconds) of each round; short rounds, alternating
+        # (and which source goes first), so the machine's drift hits both sources alike.
+        runs: dict[str, dict[str, list[tuple[int, float]]]] = {
+            k: {"load": [], "train": []} for k in sources}
         for r in range(args.rounds):
             order = list(sources) if r % 2 == 0 else list(sources)[::-1]
             for name in order:
                 t0 = time.perf_counter()
                 n = sum(b.size for b in itertools.islice(sources[name], args.batches))
-                times[name]["load"].append(n / (time.perf_counter() - t0))
+                runs[name]["load"].append((n, time.perf_counter() - t0))
             for name in order:
                 n, t0 = 0, time.perf_counter()
                 for batch in itertools.islice(sources[name], args.batches):
                     trainer.train_step(batch)
                     n += batch.size
-                times[name]["train"].append(n / (time.perf_counter() - t0))
+                runs[name]["train"].append((n, time.perf_counter() - t0))
     out = {"rounds": args.rounds, "batches_per_round": args.batches,
            "batch_size": cfg.train.batch_size, "memory_loader_build_s": load_s,
            "peak_rss_mb": _peak_rss_mb()}
-    for name, t in times.items():
-        out[f"{name}_load_samples_per_s"] = statistics.median(t["load"])
-        out[f"{name}_train_samples_per_s"] = statistics.median(t["train"])
-        out[f"{name}_rounds"] = t
-    # Per round, the two sources ran back to back: their ratio cancels most of the machine's
-    # drift between rounds.
     for kind in ("load", "train"):
-        out[f"stream_over_memory_{kind}"] = statistics.median(
-            s / m for s, m in zip(times["stream"][kind], times["memory"][kind], strict=True))
+        for name in sources:
+            samples = sum(n for n, _ in runs[name][kind])
+            out[f"{name}_{kind}_samples_per_s"] = samples / sum(t for _, t in runs[name][kind])
+        out[f"stream_over_memory_{kind}"] = (out[f"stream_{kind}_samples_per_s"]
+                                             / out[f"memory_{kind}_samples_per_s"])
+        out[f"stream_over_memory_{kind}_round_median"] = statistics.median(
+            (sn / st) / (mn / mt) for (sn, st), (mn, mt)
+            in zip(runs["stream"][kind], runs["memory"][kind], strict=True))
+    out["rounds_samples_s"] = runs
     return out
 
 
@@ -218,8 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("compare")
     p.add_argument("--prepared", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True, help="JSON path")
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--batches", type=int, default=100, help="batches per source and round")
+    p.add_argument("--rounds", type=int, default=30)
+    p.add_argument("--batches", type=int, default=10, help="batches per source and round")
     args = parser.parse_args(argv)
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", str(29700 + os.getpid() % 1000))
