@@ -18,6 +18,11 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.readme_em3_speed import em3_speed_section  # noqa: E402
+
 RESULTS = REPO / "benchmarks" / "results"
 README = REPO / "README.md"
 RESULTS_DOC = REPO / "docs" / "results.md"
@@ -199,7 +204,10 @@ def render(readme: str) -> tuple[str, str]:
     q, p, t = load("quality"), load("peers"), load("train_step")
     variants = set_variants()
     a, b = readme.index(START), readme.index(END) + len(END)
-    return readme[:a] + headline(p, q, variants) + readme[b:], results_doc(q, p, t, variants)
+    doc = results_doc(q, p, t, variants)
+    if (RESULTS / "em3_speed.json").is_file():
+        doc += "\n" + "\n".join(em3_speed_section(load("em3_speed")))
+    return readme[:a] + headline(p, q, variants) + readme[b:], doc
 
 
 def main() -> int:
