@@ -171,9 +171,10 @@ def write_shards(prepared: Prepared, out: str | Path, buckets: int = DEFAULT_BUC
     return read_manifest(out)
 
 
-def read_split(manifest: ShardManifest, split: str) -> pl.DataFrame:
-    """All rows of ``split`` in split order (files in bucket order, rows in file order)."""
-    frames = [_read_part(f.path, manifest) for f in manifest.splits[split]]
+def read_split(manifest: ShardManifest, split: str, columns: list[str] | None = None) -> pl.DataFrame:
+    """All rows of ``split`` in split order (files in bucket order, rows in file order); only
+    ``columns`` when given."""
+    frames = [_read_part(f.path, manifest, columns) for f in manifest.splits[split]]
     return pl.concat(frames, how="vertical") if frames else pl.DataFrame()
 
 
@@ -185,28 +186,32 @@ def _read_schema(path: Path) -> dict[str, pl.DataType]:
         raise DataError(Problem(str(path), f"cannot read shard file: {first}")) from None
 
 
-def _read_part(path: Path, manifest: ShardManifest) -> pl.DataFrame:
+def _read_part(path: Path, manifest: ShardManifest, columns: list[str] | None = None) -> pl.DataFrame:
     try:
-        return pl.read_parquet(path)
+        return pl.read_parquet(path, columns=columns)
     except Exception as exc:  # polars raises many exception types for broken files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(Problem(str(path), f"cannot read shard file: {first}")) from None
 
 
-def load_prepared(directory: str | Path | ShardManifest,
-                  splits: tuple[str, ...] = SHARD_SPLITS) -> Prepared:
+def load_prepared(directory: str | Path | ShardManifest, splits: tuple[str, ...] = SHARD_SPLITS,
+                  columns: list[str] | None = None) -> Prepared:
     """Prepared shards read back into memory: a ``Prepared`` whose frame holds the shard
     columns plus ``split``, the rows of ``splits`` in that order, each in split order (so a
     ``BatchLoader`` on it yields what ``ShardStream`` yields without shuffle). With
     ``splits=()`` the frame is empty and the rest (layout, vocabularies, config) is all there.
     Its ``dataset`` stands in for the source: ``root`` is the shard directory, ``fingerprint``
     the source dataset's, ``items`` is ``items.parquet`` (no text or images: content features
-    need the source dataset directory), ``interactions`` the frame.
+    need the source dataset directory), ``interactions`` the frame. ``columns``: only these
+    shard columns (in file order), e.g. the keys and labels that predictions need.
     """
     manifest = directory if isinstance(directory, ShardManifest) else read_manifest(directory)
     ids = _read_schema(manifest.splits[SHARD_SPLITS[0]][0].path)
     expected = shard_columns(manifest.layout, ids["user_id"], ids["item_id"])
-    frames = [read_split(manifest, s).with_columns(pl.lit(s).alias("split")) for s in splits]
+    if columns is not None:
+        expected = {c: t for c, t in expected.items() if c in columns}
+    names = None if columns is None else list(expected)
+    frames = [read_split(manifest, s, names).with_columns(pl.lit(s).alias("split")) for s in splits]
     for split, frame in zip(splits, frames, strict=True):
         if frame.schema != pl.Schema({**expected, "split": pl.String}):
             raise DataError(Problem(str(manifest.root / split), f"shard columns {frame.schema} "

@@ -122,6 +122,11 @@ class ShardStream:
             for s in range(0, len(order), self.batch_size):
                 yield arrays.batch_at(order[s:s + self.batch_size])
 
+    def read_arrays(self, pieces: list[tuple[int, int]]) -> SplitArrays:
+        """The rows of ``pieces`` (split positions [start, stop)), in piece order, as arrays
+        (batches of any of them; evaluation reads its block of rows this way)."""
+        return SplitArrays(self._read_chunk(pieces), self.layout, self._item_index_by_row)
+
     # ---- the epoch's plan: pure arithmetic, no I/O ----------------------------------------
     def rank_pieces(self, epoch: int) -> list[tuple[int, int]]:
         """This rank's row sequence for ``epoch`` as pieces of blocks: split positions

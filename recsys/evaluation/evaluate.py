@@ -1,6 +1,6 @@
 """Offline evaluation of a trained run on a split of a dataset (the same one or a newer log),
-or of prepared shards made with the run's settings and vocabularies (the split is read into
-memory; docs/prepared_shards.md).
+or of prepared shards made with the run's settings and vocabularies (scored a chunk of rows
+at a time; docs/prepared_shards.md).
 
 Ids are encoded with the run's own vocabularies (``data_state.json``), the model is rebuilt
 from the run's ``config.toml`` in the current world (one process or ``torchrun``; DCP reshards
@@ -19,17 +19,18 @@ from data.batch import FeatureLayout
 from data.dataset import load_dataset
 from data.prepare import PrepareConfig, prepare
 from data.shard_manifest import is_shard_dir
+from data.shards import load_prepared
 from data.vocab import Vocab
 from ranking.dist import DistEnv, process_group
 from recsys.config import TrainConfig, load_run_config, train_config_toml
 from recsys.errors import UsageError
 from recsys.evaluation.metrics import compute_metrics
-from recsys.evaluation.predict import predictions_frame, score_split
+from recsys.evaluation.predict import predictions_frame, score_shards, score_split
 from recsys.model.build import apply_threads, best_checkpoint, build_model
 from recsys.model.content_setup import load_item_tokens
 from recsys.runs import rundir
 from recsys.runs.run_artifacts import load_data_state
-from recsys.training.train_data import open_eval_shards
+from recsys.training.train_data import open_eval_shards, prediction_columns
 
 SPLITS = ("train", "valid", "test")
 
@@ -80,9 +81,11 @@ def _score_and_write(run: Path, data_dir: str | Path, split: str, out: Path, che
             raise UsageError(f"--data {data_dir}: the run uses content features, which need the "
                              "items' images and text; prepared shards do not hold them, so "
                              "evaluate it from the dataset directory")
-        prepared = open_eval_shards(data_dir, split, prep, vocabs)
+        shards = open_eval_shards(data_dir, prep, vocabs)
+        prepared = load_prepared(shards, (split,), prediction_columns(shards.layout))
         dataset = prepared.dataset
     else:
+        shards = None
         dataset = load_dataset(data_dir, allow_missing_media=cfg.data.allow_missing_media)
         prepared = prepare(dataset, PrepareConfig(**prep), vocabs=vocabs)
     have, want = prepared.layout, layout
@@ -93,8 +96,10 @@ def _score_and_write(run: Path, data_dir: str | Path, split: str, out: Path, che
     tokens = load_item_tokens(cfg, dataset, env, progress=progress) if cfg.content.enabled else None
     model = build_model(cfg, prepared.layout, tokens, env, checkpoint)
     start = time.perf_counter()
-    probs, rate = score_split(model, prepared, split, cfg.train.eval_batch_size, env.device,
-                              env.rank, env.world_size, progress=progress and env.is_main)
+    score = score_split if shards is None else score_shards
+    probs, rate = score(model, prepared if shards is None else shards, split,
+                        cfg.train.eval_batch_size, env.device, env.rank, env.world_size,
+                        progress=progress and env.is_main)
     if probs is None:
         return None
     frame = predictions_frame(prepared, split, probs)

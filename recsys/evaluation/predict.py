@@ -9,18 +9,30 @@ and rank 0 gathers the scores and joins them with the row keys and truths.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import polars as pl
 import torch
 import torch.distributed as dist
 
-from data.batch import RETENTION_COUNTS, RETENTION_LABELS
+from data.batch import RETENTION_COUNTS, RETENTION_LABELS, Batch
 from data.loader import BatchLoader
 from data.prepare import Prepared
+from data.shard_manifest import ShardManifest
+from data.stream import ShardStream
 from recsys.model.build import autocast
 
 KEY_COLUMNS = ("row_id", "user_id", "item_id", "user_key", "cold_item", "cold_user")
+
+
+def rank_positions(n: int, batch_size: int, rank: int, world_size: int) -> np.ndarray:
+    """This rank's split positions to score: a contiguous block of equal-size batches of the
+    split padded (by repeating row 0) to a whole number of rounds of ``world_size`` batches."""
+    per_round = batch_size * world_size
+    padded = max(per_round, -(-n // per_round) * per_round)
+    order = np.concatenate([np.arange(n), np.zeros(padded - n, dtype=np.int64)])
+    return order.reshape(world_size, -1)[rank]
 
 
 @torch.no_grad()
@@ -33,24 +45,56 @@ def score_split(model: torch.nn.Module, prepared: Prepared, split: str, batch_si
     samples/s of this rank).
     """
     loader = BatchLoader(prepared, split, batch_size)
-    n = loader.num_rows
-    per_round = batch_size * world_size
-    padded = max(per_round, -(-n // per_round) * per_round)
-    order = np.concatenate([np.arange(n), np.zeros(padded - n, dtype=np.int64)])
-    mine = order.reshape(world_size, -1)[rank]
+    mine = rank_positions(loader.num_rows, batch_size, rank, world_size)
+    batches = (loader.batch_at(mine[s:s + batch_size]) for s in range(0, len(mine), batch_size))
+    return _score(model, batches, -(-len(mine) // batch_size), len(mine), loader.num_rows, split,
+                  device, rank, world_size, progress)
+
+
+@torch.no_grad()
+def score_shards(model: torch.nn.Module, shards: ShardManifest, split: str, batch_size: int,
+                 device: torch.device, rank: int = 0, world_size: int = 1, progress: bool = False,
+                 chunk_rows: int = 262_144) -> tuple[dict[str, np.ndarray] | None, float]:
+    """``score_split`` of a split of prepared shards, read ``chunk_rows`` rows at a time (and
+    each rank only its block of rows): the same scores with bounded memory."""
+    stream = ShardStream(shards, split, batch_size, prefetch=False)
+    n = stream.num_rows
+    mine = rank_positions(n, batch_size, rank, world_size)
+    step = max(1, chunk_rows // batch_size) * batch_size
+
+    def batches() -> Iterator[Batch]:
+        for s in range(0, len(mine), step):
+            positions = mine[s:s + step]
+            # Real rows are this block's first ones (contiguous); the padding after them
+            # repeats row 0, read first.
+            real = rank * len(mine) + s + np.arange(len(positions)) < n
+            lo = int(positions[real][0]) if real.any() else 0
+            hi = int(positions[real][-1]) + 1 if real.any() else 0
+            arrays = stream.read_arrays([(0, 1), (lo, hi)] if hi > lo else [(0, 1)])
+            local = np.where(real, positions - lo + 1, 0)
+            for b in range(0, len(local), batch_size):
+                yield arrays.batch_at(local[b:b + batch_size])
+
+    return _score(model, batches(), -(-len(mine) // batch_size), len(mine), n, split, device,
+                  rank, world_size, progress)
+
+
+def _score(model: torch.nn.Module, batches: Iterator[Batch], count: int, rows: int, n: int,
+           split: str, device: torch.device, rank: int, world_size: int,
+           progress: bool) -> tuple[dict[str, np.ndarray] | None, float]:
+    """Scores ``count`` batches (``rows`` rows, padding included) and gathers the ranks' scores
+    on rank 0, cut to the split's ``n`` rows."""
     was_training = model.training
     model.eval()
     scores: dict[str, list[np.ndarray]] = {}
     start = time.perf_counter()
-    chunks = range(0, len(mine), batch_size)
     if progress:
         from tqdm import tqdm
 
-        chunks = tqdm(chunks, desc=f"score {split}", unit="batch", leave=False)
-    for s in chunks:
-        batch = loader.batch_at(mine[s:s + batch_size]).to(device)
+        batches = tqdm(batches, total=count, desc=f"score {split}", unit="batch", leave=False)
+    for batch in batches:
         with autocast(device):
-            out = model(batch)
+            out = model(batch.to(device))
         for head, logit in out.logits.items():
             scores.setdefault(head, []).append(torch.sigmoid(logit.float()).cpu().numpy())
     elapsed = time.perf_counter() - start
@@ -60,9 +104,9 @@ def score_split(model: torch.nn.Module, prepared: Prepared, split: str, batch_si
         gathered: list[dict[str, np.ndarray]] = [None] * world_size  # type: ignore[list-item]
         dist.all_gather_object(gathered, local)
         if rank != 0:
-            return None, len(mine) / elapsed
+            return None, rows / elapsed
         local = {h: np.concatenate([g[h] for g in gathered]) for h in local}
-    return {h: v[:n] for h, v in local.items()}, len(mine) / max(elapsed, 1e-9)
+    return {h: v[:n] for h, v in local.items()}, rows / max(elapsed, 1e-9)
 
 
 def predictions_frame(prepared: Prepared, split: str, probs: dict[str, np.ndarray]) -> pl.DataFrame:

@@ -31,7 +31,7 @@ from ranking.dist import DistEnv, process_group
 from recsys.config import TrainConfig, load_run_config, resume_differences, train_config_toml
 from recsys.errors import UsageError
 from recsys.evaluation.metrics import compute_metrics
-from recsys.evaluation.predict import predictions_frame, score_split
+from recsys.evaluation.predict import predictions_frame
 from recsys.model.build import BEST, apply_threads, autocast, build_model, em3_of
 from recsys.model.content_setup import load_item_tokens
 from recsys.model.em3 import EM3Model
@@ -237,12 +237,10 @@ class Trainer:
         return {k: v / steps for k, v in sums.items()}, samples / max(elapsed, 1e-9)
 
     def validate(self) -> tuple[dict[str, Any] | None, float]:
-        valid = self.data.split_data("valid")
-        probs, rate = score_split(self.model, valid, "valid", self.cfg.train.eval_batch_size,
-                                  self.env.device, self.env.rank, self.env.world_size)
+        probs, rate = self.data.score(self.model, "valid", self.cfg.train.eval_batch_size, self.env)
         if probs is None:
             return None, rate
-        return compute_metrics(predictions_frame(valid, "valid", probs),
+        return compute_metrics(predictions_frame(self.data.split_data("valid"), "valid", probs),
                                list(self.prepared.layout.labels), "valid"), rate
 
     def fit(self) -> None:
@@ -283,12 +281,11 @@ class Trainer:
         best = latest_checkpoint(self.run_dir / CHECKPOINTS_DIR / BEST)
         if best is not None:
             load_checkpoint(best, self.model)
-        test = self.data.split_data("test")
-        probs, eval_rate = score_split(self.model, test, "test", self.cfg.train.eval_batch_size,
-                                       self.env.device, self.env.rank, self.env.world_size)
+        probs, eval_rate = self.data.score(self.model, "test", self.cfg.train.eval_batch_size,
+                                           self.env)
         if probs is None:
             return None
-        frame = predictions_frame(test, "test", probs)
+        frame = predictions_frame(self.data.split_data("test"), "test", probs)
         st = self.state
         throughput = {"train_samples_per_s": st.train_samples_per_s,
                       "eval_samples_per_s": eval_rate * self.env.world_size,

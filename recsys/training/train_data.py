@@ -3,8 +3,8 @@ shards streamed from disk (docs/prepared_shards.md).
 
 ``--data DIR`` decides: a directory with a ``manifest.json`` is prepared shards. Then the
 train split is streamed (``data.stream.ShardStream``, bounded memory, each rank its rows) and
-valid/test are loaded into memory one split at a time when they are scored (every row once,
-as from a dataset directory). The shards fix the derived data, so a run whose ``data.*``
+valid/test are scored a chunk of rows at a time, each rank its block (every row once, as from
+a dataset directory); only their keys and labels are held, for the predictions. The shards fix the derived data, so a run whose ``data.*``
 settings differ from the ones the shards were prepared with is refused, not silently trained
 on other data.
 """
@@ -14,6 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import torch
+
+from data.batch import RETENTION_COUNTS, RETENTION_LABELS, FeatureLayout
 from data.dataset import Dataset, load_dataset
 from data.loader import BatchLoader
 from data.prepare import PrepareConfig, Prepared, prepare
@@ -24,6 +28,7 @@ from data.vocab import Vocab
 from ranking.dist import DistEnv
 from recsys.config import TrainConfig
 from recsys.errors import UsageError
+from recsys.evaluation.predict import KEY_COLUMNS, score_shards, score_split
 
 # PrepareConfig fields that are TrainConfig settings (``data.<name>``); the others are fixed.
 _PREPARE_SETTINGS = ("max_history", "split", "tail_days", "prior_rate", "item_prior_rate")
@@ -64,9 +69,27 @@ class TrainData:
                            shuffle_buffer_rows=cfg.data.shuffle_buffer_rows, **common)
 
     def split_data(self, split: str) -> Prepared:
-        """A ``Prepared`` holding ``split``'s rows (for scoring): the whole prepared dataset,
-        or for shards that split read into memory."""
-        return self.prepared if self.shards is None else load_prepared(self.shards, (split,))
+        """A ``Prepared`` with ``split``'s rows for predictions (``predictions_frame``): the
+        whole prepared dataset, or for shards that split's keys and labels only."""
+        if self.shards is None:
+            return self.prepared
+        return load_prepared(self.shards, (split,), prediction_columns(self.prepared.layout))
+
+    def score(self, model: torch.nn.Module, split: str, batch_size: int,
+              env: DistEnv) -> tuple[dict[str, np.ndarray] | None, float]:
+        """``score_split`` of ``split``: in memory, or for shards read a chunk at a time, each
+        rank its block of rows."""
+        if self.shards is None:
+            return score_split(model, self.prepared, split, batch_size, env.device, env.rank,
+                               env.world_size)
+        return score_shards(model, self.shards, split, batch_size, env.device, env.rank,
+                            env.world_size)
+
+
+def prediction_columns(layout: FeatureLayout) -> list[str]:
+    """The shard columns ``predictions_frame`` reads: keys, labels, retention labels and counts."""
+    retention = (*RETENTION_LABELS, *RETENTION_COUNTS) if layout.retention_labels else ()
+    return [*KEY_COLUMNS, *layout.labels, *retention]
 
 
 def open_train_data(cfg: TrainConfig) -> TrainData:
@@ -103,11 +126,9 @@ def prepare_differences(shards: PrepareConfig, run: PrepareConfig) -> list[str]:
             for k in a if a[k] != b[k]]
 
 
-def open_eval_shards(data_dir: str | Path, split: str, prepare: dict,
-                     vocabs: dict[str, Vocab]) -> Prepared:
-    """``split`` of prepared shards, in memory, for evaluating a run: the shards must have
-    been prepared with the run's settings and encoded with its vocabularies (shards hold
-    indices, not raw values)."""
+def open_eval_shards(data_dir: str | Path, prepare: dict, vocabs: dict[str, Vocab]) -> ShardManifest:
+    """Prepared shards for evaluating a run: they must have been prepared with the run's
+    settings and encoded with its vocabularies (shards hold indices, not raw values)."""
     manifest = read_manifest(data_dir)
     changed = prepare_differences(manifest.prepare, PrepareConfig(**prepare))
     if changed:
@@ -120,7 +141,7 @@ def open_eval_shards(data_dir: str | Path, split: str, prepare: dict,
         raise UsageError(f"--data {data_dir}: the shards were encoded with other vocabularies "
                          f"than the run's ({', '.join(differ)}); evaluate from the dataset "
                          "directory, which is encoded with the run's own")
-    return load_prepared(manifest, (split,))
+    return manifest
 
 
 def resume_source_difference(meta: dict, data_dir: str) -> str | None:

@@ -13,18 +13,23 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from data.dataset import load_dataset
 from data.prepare import prepare
 from data.shard_manifest import read_manifest
-from data.shards import write_shards
+from data.shards import load_prepared, write_shards
 from data.synth import SynthConfig, synthesize
 from data.vocab import Vocab
+from ranking.dist import process_group
 from recsys.cli import main
 from recsys.config import load_train_config
 from recsys.errors import UsageError
 from recsys.evaluation.evaluate import evaluate
+from recsys.evaluation.predict import score_shards, score_split
+from recsys.model.build import build_model
+from recsys.training.train import seed_everything
 from recsys.training.train_data import open_eval_shards
 from tests.recsys.train_fixtures import REPO, recsys_cmd, run_recsys, set_args
 
@@ -100,12 +105,26 @@ def test_other_settings_and_content_presets_are_refused(shards, tmp_path, capsys
 def test_evaluating_shards_needs_the_runs_settings_and_vocabularies(shards):
     manifest = read_manifest(shards)
     prep, vocabs = manifest.prepare.to_dict(), manifest.vocabs
-    assert open_eval_shards(shards, "valid", prep, vocabs).frame.height == manifest.rows("valid")
+    assert open_eval_shards(shards, prep, vocabs).rows("valid") == manifest.rows("valid")
     with pytest.raises(UsageError, match=r"data.max_history: shards 5, run 9"):
-        open_eval_shards(shards, "test", {**prep, "max_history": 9}, vocabs)
+        open_eval_shards(shards, {**prep, "max_history": 9}, vocabs)
     other = {**vocabs, "user": Vocab("user", vocabs["user"].values.head(3))}
     with pytest.raises(UsageError, match=r"other vocabularies than the run's \(user\)"):
-        open_eval_shards(shards, "test", prep, other)
+        open_eval_shards(shards, prep, other)
+
+
+def test_scoring_shards_a_chunk_at_a_time_gives_the_in_memory_scores(shards):
+    cfg = load_train_config("id_only", SETTINGS)
+    manifest = read_manifest(shards)
+    with process_group() as env:
+        seed_everything(0)
+        model = build_model(cfg, manifest.layout, None, env)
+        # 100-row batches, 200-row chunks: two chunks, the last batch padded with row 0.
+        want, _ = score_split(model, load_prepared(shards, ("valid",)), "valid", 100, env.device)
+        got, _ = score_shards(model, manifest, "valid", 100, env.device, chunk_rows=250)
+    assert manifest.rows("valid") % 100 and want.keys() == got.keys() == {
+        "click", "like", "return_7d", "return_14d"}
+    assert all(np.array_equal(want[h], got[h]) and len(got[h]) == manifest.rows("valid") for h in want)
 
 
 def test_killed_run_from_shards_resumes_mid_epoch_to_the_same_result(world, shards, tmp_path,
