@@ -11,7 +11,9 @@ present, with its genre and tag bags):
    same column names, order and dtypes and the same values in every row (floats bit for bit,
    nulls where nulls); the manifests equal except ``written_by``;
 4. ``recsys train id_only --data PREPARED`` trains from each shard directory in a subprocess
-   with the same seed; the test metrics must be identical.
+   with the same seed and one torch thread (with two, CPU reductions may add in another order
+   and two runs on the same shards differ in the last digits); the test metrics and the test
+   predictions must be identical.
 
     python benchmarks/spark_prepare.py                  # synth + MovieLens if present
     python benchmarks/spark_prepare.py --dataset synth --epochs 1 --output /tmp/spark.json
@@ -182,7 +184,12 @@ def train_from(shards: Path, run_dir: Path, seed: int, epochs: int, threads: int
                "--out", str(run_dir), "--no-track", "--quiet",
                "--set", f"train.seed={seed}", "--set", f"train.epochs={epochs}",
                "--set", f"train.threads={threads}"]
-    subprocess.run(command, check=True, cwd=ROOT)
+    log = run_dir.with_name(run_dir.name + ".log")
+    with log.open("w") as fh:
+        done = subprocess.run(command, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+        raise RuntimeError(f"training from {shards} failed (exit {done.returncode}), {log}:\n{tail}")
     return json.loads((run_dir / "metrics.json").read_text())
 
 
@@ -192,8 +199,8 @@ def metrics_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
 
 
 # ---- the benchmark --------------------------------------------------------------------------
-def bench_dataset(name: str, work: Path, buckets: int, seed: int, epochs: int, threads: int
-                  ) -> dict[str, Any] | None:
+def bench_dataset(name: str, work: Path, buckets: int, seed: int, epochs: int, threads: int,
+                  train_threads: int = 1) -> dict[str, Any] | None:
     data = make_dataset(name, work)
     if data is None:
         return None
@@ -208,8 +215,8 @@ def bench_dataset(name: str, work: Path, buckets: int, seed: int, epochs: int, t
     for p in problems[:20]:
         print(f"  {name}: {p}", flush=True)
     print(f"{name}: training {PRESET} from each ...", flush=True)
-    m_polars = train_from(polars_dir, work / f"{name}-run-polars", seed, epochs, threads)
-    m_spark = train_from(spark_dir, work / f"{name}-run-spark", seed, epochs, threads)
+    m_polars = train_from(polars_dir, work / f"{name}-run-polars", seed, epochs, train_threads)
+    m_spark = train_from(spark_dir, work / f"{name}-run-spark", seed, epochs, train_threads)
     differ = metrics_differences(m_polars, m_spark)
     preds = compare_frames(pl.read_parquet(work / f"{name}-run-polars" / "predictions" / "test.parquet"),
                            pl.read_parquet(work / f"{name}-run-spark" / "predictions" / "test.parquet"),
@@ -234,7 +241,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--buckets", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=2, help="Spark local cores and torch threads")
+    parser.add_argument("--threads", type=int, default=2, help="Spark's local cores (default 2)")
+    parser.add_argument("--train-threads", type=int, default=1, help="torch threads of each "
+                        "training run (default 1: reproducible to the last digit)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the datasets, shards and "
                         "runs here (default: a temporary directory)")
     parser.add_argument("--output", type=Path, default=None, help="write the JSON here instead of "
@@ -245,8 +254,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="spark-prepare-") as tmp:
         work = args.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        rows = [r for r in (bench_dataset(n, work, args.buckets, args.seed, args.epochs, args.threads)
-                            for n in names) if r is not None]
+        rows = [r for r in (bench_dataset(n, work, args.buckets, args.seed, args.epochs, args.threads,
+                                          args.train_threads) for n in names) if r is not None]
     columns = ["dataset", "rows", "files", "spark_s", "polars_s", "spark_over_polars",
                "shards_equal", "metrics_identical", "test_auc", "test_auc_spark"]
     print_table(rows, columns)
@@ -254,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
                 "met": bool(r[what])} for r in rows for what in ("shards_equal", "metrics_identical")]
     extra = {"pyspark": PYSPARK_VERSION, "java": java_major(), "spark_python": str(python),
              "spark_master": f"local[{args.threads}]", "buckets": args.buckets, "seed": args.seed,
-             "epochs": args.epochs, "preset": PRESET, "synth": SYNTH,
+             "epochs": args.epochs, "train_threads": args.train_threads, "preset": PRESET, "synth": SYNTH,
              "note": "spark_s is the whole spark-submit (JVM start-up and local-mode scheduling "
                      "included); polars_s is load_dataset + prepare + write_shards in one process"}
     command = "python benchmarks/spark_prepare.py" + ("" if args.dataset == "all" else f" --dataset {args.dataset}")

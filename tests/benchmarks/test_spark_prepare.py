@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,13 @@ import polars as pl
 import pytest
 
 from benchmarks.spark_env import JAVA_HINT, spark_ready
-from benchmarks.spark_prepare import compare_shards, prepare_settings, run_spark_job
+from benchmarks.spark_prepare import (
+    compare_shards,
+    prepare_settings,
+    run_spark_job,
+    spark_command,
+    spark_env_vars,
+)
 from benchmarks.spark_prepare_job import parse_args
 from benchmarks.spark_prepare_job import prepare_settings as job_settings
 from data.dataset import load_dataset
@@ -154,3 +161,25 @@ def test_the_spark_job_writes_the_polars_shards(shards):
     run_spark_job(shards["data"], out, BUCKETS, threads=2, log=shards["base"] / "spark.log")
     assert json.loads((out / "manifest.json").read_text())["written_by"] == "spark"
     assert compare_shards(shards["polars"], out) == []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not spark_ready(), reason=f".venv-spark or Java missing: run "
+                    f"`python benchmarks/spark_env.py` ({JAVA_HINT})")
+def test_the_spark_job_refuses_text_timestamps_in_one_line(shards, tmp_path):
+    """ISO-8601 timestamps are valid contract data the job does not parse: exit 2, one line
+    naming the file and column, and no output directory."""
+    data = shutil.copytree(shards["data"], tmp_path / "iso")
+    inter = pl.read_parquet(data / "interactions.parquet")
+    inter.with_columns(pl.from_epoch("ts").dt.strftime("%Y-%m-%dT%H:%M:%S")).write_parquet(
+        data / "interactions.parquet")
+    out = tmp_path / "out"
+    done = subprocess.run(spark_command(data, out, BUCKETS, threads=1), capture_output=True,
+                          text=True, env=spark_env_vars())
+    assert done.returncode == 2
+    # spark-submit hands the driver's stderr on through its stdout.
+    errors = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {data / 'interactions.parquet'}, column ts: timestamps of type "
+                      "string are not supported by the Spark job (use integer seconds or a "
+                      "timestamp column)"]
+    assert not out.exists()
