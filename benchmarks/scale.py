@@ -123,7 +123,6 @@ def _compare(prepared: Path, rounds: int, batches: int, log: Path) -> dict[str, 
 
 def run_size(n: int, args: argparse.Namespace, log: Path) -> tuple[dict, dict | None, dict | None]:
     """Generate, prepare, train 1 and 2 processes (and the coverage / comparison where due)."""
-    load = os.getloadavg()[0]
     world = DATA / f"world-{n}-seed{args.seed}"
     prepared = DATA / f"prepared-{n}-seed{args.seed}"
     print(f"[{rows_label(n)}] generating {world}", flush=True)
@@ -134,13 +133,17 @@ def run_size(n: int, args: argparse.Namespace, log: Path) -> tuple[dict, dict | 
     if args.reuse_prepared and prep_record.is_file() and (prepared / "manifest.json").is_file():
         print(f"[{rows_label(n)}] reusing {prepared} and its measured preparation", flush=True)
         prep = json.loads(prep_record.read_text())
+        prep_reused = True
     else:
         shutil.rmtree(prepared, ignore_errors=True)
         prep_record.unlink(missing_ok=True)
         print(f"[{rows_label(n)}] preparing with bounded memory → {prepared}", flush=True)
+        load = os.getloadavg()[0]
         prep = measured_run([sys.executable, WORKER, "prepare", "--data", str(world), "--out",
                              str(prepared), "--buckets", str(args.buckets)], log=log)
-        prep["buckets"] = args.buckets
+        prep |= {"buckets": args.buckets, "load_avg_1m": round(load, 2),
+                 "date": _dt.date.today().isoformat()}
+        prep_reused = False
         # Kept with the shards, so a run that stops later can reuse both (--reuse-prepared).
         prep_record.write_text(json.dumps(prep) + "\n")
     if prep.get("buckets") != args.buckets:
@@ -153,11 +156,13 @@ def run_size(n: int, args: argparse.Namespace, log: Path) -> tuple[dict, dict | 
         "log_mb": round(_dir_mb(world), 1),
         "prep_s": round(prep["wall_s"], 1), "prep_rows_per_s": round(n / prep["wall_s"]),
         "prep_peak_rss_mb": round(prep["peak_rss_mb"]), "shard_mb": round(_dir_mb(prepared), 1),
-        "split_rows": prep_out["split_rows"], "load_avg_1m": round(load, 2),
-        "date": _dt.date.today().isoformat(),
+        "split_rows": prep_out["split_rows"], "prep_load_avg_1m": prep.get("load_avg_1m"),
+        # A preparation measured by an earlier run whose shards this one trained on.
+        "prep_reused": prep_reused, "date": _dt.date.today().isoformat(),
     }
     for nproc in (1, 2):
         print(f"[{rows_label(n)}] training {args.steps} steps streamed, {nproc} process(es)", flush=True)
+        row[f"train{nproc}_load_avg_1m"] = round(os.getloadavg()[0], 2)
         t = _train(prepared, nproc, args.steps, log)
         row[f"train{nproc}_samples_per_s"] = round(t["samples_per_s"], 1)
         row[f"train{nproc}_peak_rss_mb"] = round(t["peak_rss_mb"])
