@@ -250,6 +250,7 @@ def main(argv: list[str] | None = None) -> None:
                         "benchmarks/results/spark_prepare.json")
     args = parser.parse_args(argv)
     python = ensure_spark_env()
+    load_before = round(os.getloadavg()[0], 1)
     names = ("synth", "movielens") if args.dataset == "all" else (args.dataset,)
     with tempfile.TemporaryDirectory(prefix="spark-prepare-") as tmp:
         work = args.workdir or Path(tmp)
@@ -261,7 +262,9 @@ def main(argv: list[str] | None = None) -> None:
     print_table(rows, columns)
     targets = [{"name": f"{r['dataset']}: {what}", "value": r[what], "target": "true",
                 "met": bool(r[what])} for r in rows for what in ("shards_equal", "metrics_identical")]
-    extra = {"pyspark": PYSPARK_VERSION, "java": java_major(), "spark_python": str(python),
+    # Other jobs share the machine: its load says how far the wall times are from a quiet run.
+    load = {"before": load_before, "after": round(os.getloadavg()[0], 1)}
+    extra = {"load_average_1m": load, "pyspark": PYSPARK_VERSION, "java": java_major(), "spark_python": str(python),
              "spark_master": f"local[{args.threads}]", "buckets": args.buckets, "seed": args.seed,
              "epochs": args.epochs, "train_threads": args.train_threads, "preset": PRESET, "synth": SYNTH,
              "note": "spark_s is the whole spark-submit (JVM start-up and local-mode scheduling "

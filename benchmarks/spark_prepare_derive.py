@@ -106,16 +106,24 @@ def leave_last_out(frame: DataFrame) -> DataFrame:
                             .otherwise("train"))
 
 
+def log_days(frame: DataFrame) -> tuple[int, int]:
+    """The first and last day of the log (one pass; the tail and retention censoring use them)."""
+    day = day_of()
+    first_day, last_day = frame.agg(F.min(day), F.max(day)).first()
+    return int(first_day), int(last_day)
+
+
 def add_split(frame: DataFrame, method: str, fractions: tuple[float, float, float],
-              tail_days: int, where: str) -> DataFrame:
-    """Adds ``split``; rows of the log's last ``tail_days`` days are ``"tail"``."""
+              tail_days: int, days: tuple[int, int], where: str) -> DataFrame:
+    """Adds ``split``; rows of the log's last ``tail_days`` days are ``"tail"``. ``days``: the
+    log's first and last day (``log_days``)."""
     methods = {"time": lambda f: time_split(f, fractions),
                "user_time": lambda f: user_time_split(f, fractions), "leave_last_out": leave_last_out}
     split = methods[method]
     if tail_days == 0:
         return split(frame)
     day = day_of()
-    first_day, last_day = frame.agg(F.min(day), F.max(day)).first()
+    first_day, last_day = days
     in_tail = day > F.lit(last_day - tail_days)
     head = frame.filter(~in_tail)
     if head.isEmpty():
@@ -183,12 +191,11 @@ def add_cold_flags(frame: DataFrame) -> DataFrame:
     return frame
 
 
-def add_retention(frame: DataFrame) -> DataFrame:
+def add_retention(frame: DataFrame, last_day: int) -> DataFrame:
     """``return_<N>d`` (Int8) and ``lt<N>`` (Int32) for N in 7, 14: whether and on how many
     distinct days the user was active in days (d, d+N]; null where d + N passes the log's last
-    day (censored)."""
+    day ``last_day`` (censored)."""
     day = day_of()
-    last_day = frame.agg(F.max(day)).first()[0]
     active = frame.select("user_id", day.alias("_day")).distinct()
     for horizon in HORIZONS:
         window = Window.partitionBy("user_id").orderBy("_day").rangeBetween(1, horizon)

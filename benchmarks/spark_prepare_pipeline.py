@@ -24,6 +24,7 @@ from spark_prepare_derive import (
     build_vocab,
     encode,
     is_bag,
+    log_days,
     vocab_frame,
 )
 from spark_prepare_layout import (
@@ -45,9 +46,16 @@ def read_table(spark: SparkSession, path: Path) -> DataFrame:
     """A table with ``_row`` (Int64): its rows' positions in the file, whatever the splits."""
     if path.suffix == ".csv":
         df = spark.read.csv(str(path), header=True, inferSchema=True)
-        numbered = df.rdd.zipWithIndex().toDF(["r", "_row"])
-        return numbered.select("r.*", "_row")
+        # One file's splits are numbered in file order; the schema is kept, not inferred again.
+        schema = T.StructType([*df.schema.fields, T.StructField("_row", T.LongType(), False)])
+        return spark.createDataFrame(df.rdd.zipWithIndex().map(_numbered_row), schema)
     return spark.read.parquet(str(path)).select("*", F.col("_metadata.row_index").alias("_row"))
+
+
+def _numbered_row(pair: tuple) -> tuple:
+    """(row, index) from ``zipWithIndex`` → the row's values with the index appended."""
+    row, index = pair
+    return (*row, index)
 
 
 def timestamp_seconds(df: DataFrame, column: str, where: str) -> F.Column:
@@ -106,7 +114,8 @@ def load(spark: SparkSession, root: Path, spec: dict) -> tuple[DataFrame, DataFr
 # ---- the preparation (data/prepare.py::prepare) -------------------------------------------------
 def derive(frame: DataFrame, spec: dict, args: argparse.Namespace, where: str) -> DataFrame:
     label = spec["interactions"]["labels"][0]
-    frame = add_split(frame, args.split, args.fractions, args.tail_days, where)
+    days = log_days(frame)
+    frame = add_split(frame, args.split, args.fractions, args.tail_days, days, where)
     frame = add_history(frame, label, args.max_history)
     if args.prior_rate:
         frame = add_running_rate(frame, label, "user_id", ("prior_logit", "prior_rate", "prior_rows"))
@@ -115,7 +124,7 @@ def derive(frame: DataFrame, spec: dict, args: argparse.Namespace, where: str) -
                                  ("prior_item_logit", "prior_item_rate", "prior_item_rows"))
     frame = add_cold_flags(frame)
     if args.retention:
-        frame = add_retention(frame)
+        frame = add_retention(frame, days[1])
     return add_user_key(frame)
 
 
@@ -215,6 +224,7 @@ def run(args: argparse.Namespace, prepare: dict, spark: SparkSession) -> Path:
     tmp = staging_dir(out)
     try:
         inter, items, tables = load(spark, root, spec)
+        inter = inter.persist()  # the split, history and rate steps all start from it
         frame = derive(inter, spec, args, str(spec_path)).persist()
         frame, vocabs, vocab_tables = encode_all(spark, frame, spec, args)
         frame = frame.persist()

@@ -51,6 +51,12 @@ def string_id_bag_tables() -> dict[str, pl.DataFrame]:
 def shards(tmp_path_factory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("spark_prepare")
     data = write_dataset(base / "dataset", string_id_bag_tables(), BAG_SPEC)
+    # Interactions as CSV (the job numbers its rows itself), items and users as Parquet.
+    inter = pl.read_parquet(data / "interactions.parquet").with_columns(pl.col("topics").fill_null(""))
+    inter.write_csv(data / "interactions.csv")
+    (data / "interactions.parquet").unlink()
+    spec = (data / "dataset.toml").read_text().replace("interactions.parquet", "interactions.csv")
+    (data / "dataset.toml").write_text(spec)
     write_shards(prepare(load_dataset(data), prepare_settings()), base / "polars", BUCKETS)
     # The alterations below change the train file with the most rows.
     largest = max(range(BUCKETS), key=lambda b: pl.read_parquet(base / "polars" / f"train/part-{b:05d}.parquet").height)
@@ -155,8 +161,9 @@ def test_bad_job_arguments_exit_2_naming_the_option(argv, message, capsys):
 @pytest.mark.skipif(not spark_ready(), reason=f".venv-spark or Java missing: run "
                     f"`python benchmarks/spark_env.py` ({JAVA_HINT})")
 def test_the_spark_job_writes_the_polars_shards(shards):
-    """String ids, bags of three kinds (a separator, a List column, integer elements), empty
-    buckets, tail days and censored retention: every file and the manifest equal."""
+    """String ids, CSV interactions, bags of three kinds (a separator, a List column, integer
+    elements), empty buckets, tail days and censored retention: every file and the manifest
+    equal."""
     out = shards["base"] / "spark"
     run_spark_job(shards["data"], out, BUCKETS, threads=2, log=shards["base"] / "spark.log")
     assert json.loads((out / "manifest.json").read_text())["written_by"] == "spark"
@@ -170,9 +177,10 @@ def test_the_spark_job_refuses_text_timestamps_in_one_line(shards, tmp_path):
     """ISO-8601 timestamps are valid contract data the job does not parse: exit 2, one line
     naming the file and column, and no output directory."""
     data = shutil.copytree(shards["data"], tmp_path / "iso")
-    inter = pl.read_parquet(data / "interactions.parquet")
+    inter = pl.read_csv(data / "interactions.csv")
     inter.with_columns(pl.from_epoch("ts").dt.strftime("%Y-%m-%dT%H:%M:%S")).write_parquet(
         data / "interactions.parquet")
+    (data / "interactions.csv").unlink()  # the spec's interactions.csv is found as .parquet
     out = tmp_path / "out"
     done = subprocess.run(spark_command(data, out, BUCKETS, threads=1), capture_output=True,
                           text=True, env=spark_env_vars())
