@@ -115,8 +115,11 @@ def growth_plot(rows: list[dict[str, Any]], path: Path,
                      fontsize=8, color="grey")
     mem.set(xscale="log", yscale="log", xlabel="interactions", ylabel="peak RSS (GiB)",
             title="Peak memory")
-    mem.legend()
-    wall.plot(n, [r["prep_s"] / 60 for r in rows], "o-", label="preparation")
+    mem.legend(loc="lower right")
+    prep_min = [r["prep_s"] / 60 for r in rows]
+    wall.plot(n, prep_min, "o-", label="preparation")
+    # What linear growth from the smallest size would give, to read the curve against.
+    wall.plot(n, [prep_min[0] * k / n[0] for k in n], ":", color="grey", label="linear in rows")
     wall.set(xscale="log", yscale="log", xlabel="interactions", ylabel="wall time (min)",
              title="Preparation time")
     wall.legend()
