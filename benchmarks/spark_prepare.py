@@ -126,13 +126,15 @@ def make_dataset(name: str, workdir: Path) -> Path | None:
     return prepare_movielens(MOVIELENS_SRC, out, posters=None, overwrite=True, log=None)
 
 
-def spark_command(data: Path, out: Path, buckets: int, threads: int, venv: Path = SPARK_VENV) -> list[str]:
-    """The spark-submit command line of the job in local mode with ``threads`` cores."""
+def spark_command(data: Path, out: Path, buckets: int, threads: int, settings: tuple[str, ...] = (),
+                  venv: Path = SPARK_VENV) -> list[str]:
+    """The spark-submit command line of the job in local mode with ``threads`` cores;
+    ``settings``: more job arguments (``--split user_time``, ...)."""
     return [str(venv / "bin" / "spark-submit"), "--master", f"local[{threads}]",
             "--driver-memory", "3g", "--conf", "spark.ui.enabled=false",
             "--conf", f"spark.sql.shuffle.partitions={2 * threads}",
             "--py-files", f"{PIPELINE},{DERIVE},{LAYOUT}",
-            str(JOB), "--data", str(data), "--out", str(out), "--buckets", str(buckets)]
+            str(JOB), "--data", str(data), "--out", str(out), "--buckets", str(buckets), *settings]
 
 
 def spark_env_vars(venv: Path = SPARK_VENV) -> dict[str, str]:
@@ -141,12 +143,13 @@ def spark_env_vars(venv: Path = SPARK_VENV) -> dict[str, str]:
             "PYSPARK_PYTHON": str(venv / "bin" / "python")}
 
 
-def run_spark_job(data: Path, out: Path, buckets: int, threads: int, log: Path) -> float:
+def run_spark_job(data: Path, out: Path, buckets: int, threads: int, log: Path,
+                  settings: tuple[str, ...] = ()) -> float:
     """Runs the job; returns its wall seconds (JVM start-up included). Its output goes to
     ``log``; a failure raises with the log's last lines."""
     started = time.perf_counter()
     with log.open("w") as fh:
-        done = subprocess.run(spark_command(data, out, buckets, threads), stdout=fh,
+        done = subprocess.run(spark_command(data, out, buckets, threads, settings), stdout=fh,
                               stderr=subprocess.STDOUT, env=spark_env_vars())
     seconds = time.perf_counter() - started
     if done.returncode != 0:

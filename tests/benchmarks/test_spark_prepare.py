@@ -30,7 +30,7 @@ from benchmarks.spark_prepare import (
 from benchmarks.spark_prepare_job import parse_args
 from benchmarks.spark_prepare_job import prepare_settings as job_settings
 from data.dataset import load_dataset
-from data.prepare import prepare
+from data.prepare import PrepareConfig, prepare
 from data.shards import write_shards
 from tests.data.contract_fixtures import write_dataset
 from tests.data.test_bags import BAG_SPEC, bag_tables
@@ -168,6 +168,32 @@ def test_the_spark_job_writes_the_polars_shards(shards):
     run_spark_job(shards["data"], out, BUCKETS, threads=2, log=shards["base"] / "spark.log")
     assert json.loads((out / "manifest.json").read_text())["written_by"] == "spark"
     assert compare_shards(shards["polars"], out) == []
+
+
+# The other split methods and the settings the presets leave at their defaults.
+VARIANTS = {
+    "user_time": (("--split", "user_time", "--fractions", "0.7,0.2,0.1", "--min-count", "2",
+                   "--tail-days", "0", "--no-item-prior-rate"),
+                  PrepareConfig(max_history=20, split="user_time", fractions=(0.7, 0.2, 0.1),
+                                min_count=2, tail_days=0, item_prior_rate=False)),
+    "leave_last_out": (("--split", "leave_last_out", "--max-history", "3", "--tail-days", "5",
+                        "--no-retention", "--no-prior-rate"),
+                       PrepareConfig(max_history=3, split="leave_last_out", tail_days=5,
+                                     retention=False, prior_rate=False, item_prior_rate=True)),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not spark_ready(), reason=f".venv-spark or Java missing: run "
+                    f"`python benchmarks/spark_env.py` ({JAVA_HINT})")
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_the_spark_job_follows_every_setting(shards, tmp_path, variant):
+    arguments, config = VARIANTS[variant]
+    assert job_settings(parse_args(["--data", "d", "--out", "o", *arguments])) == config.to_dict()
+    write_shards(prepare(load_dataset(shards["data"]), config), tmp_path / "polars", BUCKETS)
+    run_spark_job(shards["data"], tmp_path / "spark", BUCKETS, threads=2, log=tmp_path / "spark.log",
+                  settings=arguments)
+    assert compare_shards(tmp_path / "polars", tmp_path / "spark") == []
 
 
 @pytest.mark.slow
