@@ -16,8 +16,9 @@ beside the script).
 The settings default to the presets' ``[data]`` section (max_history 20, time split, tail_days
 14, prior_rate and item_prior_rate on, retention on, min_count 1). The dataset must be a valid
 contract dataset (``recsys data check`` it first): the job trusts its types and ids.
-Unsupported: text (ISO-8601) timestamps and CSV tables whose types Spark infers differently
-from polars; each is refused with one line naming it.
+Refused with one line naming the column (exit status 2): text (ISO-8601) timestamps and float
+categoricals. CSV tables are typed by Spark's inference, which may differ from polars'; Parquet
+is exact.
 """
 
 from __future__ import annotations
