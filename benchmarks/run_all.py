@@ -29,9 +29,11 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.common import GPU_SUBDIR, RESULTS_DIR, machine  # noqa: E402
 
-# In dependency-free order; quality and peers are the long ones (tens of minutes on 2 cores).
+# In dependency-free order; quality, peers, spark_prepare (installs pyspark into .venv-spark)
+# and scale (a 100M-row log) are the long ones (tens of minutes to hours on 2 cores).
 BENCHMARKS = ("metrics_speed", "data_pipeline", "din_attention", "ranking_throughput", "train_step",
-              "retention_tower", "sequence_modes", "predict_throughput", "quality", "peers")
+              "em3_speed", "retention_tower", "sequence_modes", "predict_throughput", "shard_stream",
+              "quality", "peers", "spark_prepare", "scale")
 # Those that also run on a GPU (``--device cuda``): no TorchRec inside, so they run wherever
 # torch has CUDA (the GPU machines here have no fbgemm-gpu build).
 GPU_BENCHMARKS = ("din_attention", "sequence_modes")

@@ -120,7 +120,10 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg)
         self.loader = self.data.train_loader(cfg, env)
         self.state = TrainState()
-        self.peak = peak_flops(env.device)
+        # MFU is read against the peak of the precision the step's matmuls use: bf16 where the
+        # dense tower or the Q-Former runs under CPU bf16 autocast (the lower reading).
+        bf16 = self.em3.ranking.config.cpu_bf16 or (cfg.content.enabled and cfg.content.cpu_bf16)
+        self.peak = peak_flops(env.device, torch.bfloat16 if bf16 else torch.float32)
         self.interest_warmup_steps = round(cfg.interest.warmup_epochs * self.steps_per_epoch) \
             if cfg.uses_interest else 0
         if self.progress and self.interest_warmup_steps:

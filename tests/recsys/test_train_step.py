@@ -68,3 +68,17 @@ def test_a_train_step_changes_only_what_it_trains_and_reports_the_loss_parts(wor
     assert set(parts) >= {"loss", "bce_like"} and all(map(float.__instancecheck__, parts.values()))
     after = dense_parameters(trainer.model)
     assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_mfu_is_read_against_the_peak_of_the_precision_the_step_uses(world, tmp_path):
+    from recsys.training.perf import peak_flops
+
+    fp32 = _trainer(world, tmp_path, "em3", 'ranking.cpu_precision="fp32"')
+    bf16 = _trainer(world, tmp_path, "em3", 'ranking.cpu_precision="fp32"',
+                    'content.cpu_precision="bf16"')
+    cpu = torch.device("cpu")
+    # Best-of-trials on a shared machine: compare against fresh readings with a margin.
+    assert fp32.peak == pytest.approx(peak_flops(cpu, torch.float32), rel=0.5)
+    assert bf16.peak == pytest.approx(peak_flops(cpu, torch.bfloat16), rel=0.5)
+    if torch.backends.mkldnn.is_available() and peak_flops(cpu, torch.bfloat16) > 1.5 * fp32.peak:
+        assert bf16.peak > 1.5 * fp32.peak  # native bf16: a higher peak, a lower (honest) MFU
