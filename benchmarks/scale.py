@@ -244,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         # Written after every size, so a long run leaves what finished; the file is read
         # again each time, so two runs of different sizes keep each other's rows.
         previous = _previous()
-        kept = [r for r in previous.get("rows", []) if r["rows"] not in args.sizes]
+        done = {r["rows"] for r in rows}  # a size still to run keeps its old row meanwhile
+        kept = [r for r in previous.get("rows", []) if r["rows"] not in done]
         coverage = coverage or previous.get("coverage")
         compare = compare or previous.get("compare")
         all_rows = sorted([*kept, *rows], key=lambda r: r["rows"])
