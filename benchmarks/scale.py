@@ -169,7 +169,7 @@ def run_size(n: int, args: argparse.Namespace, log: Path) -> tuple[dict, dict | 
     coverage = None
     if n == args.coverage_rows:
         print(f"[{rows_label(n)}] 2-process epoch coverage", flush=True)
-        coverage = {"rows": n, **_coverage(prepared, log)}
+        coverage = {"rows": n, "date": _dt.date.today().isoformat(), **_coverage(prepared, log)}
     compare = None
     if n == args.compare_rows:
         print(f"[{rows_label(n)}] streamed vs in-memory loader", flush=True)
@@ -235,10 +235,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     DATA.mkdir(parents=True, exist_ok=True)
     log = DATA / "scale.log"
+    command = "python benchmarks/scale.py " + " ".join(argv if argv is not None else sys.argv[1:])
     rows: list[dict] = []
     coverage = compare = None
     for n in sorted(args.sizes):
         row, cov, cmp = run_size(n, args, log)
+        row["command"] = command  # rows of one file may come from different runs
         rows.append(row)
         coverage, compare = cov or coverage, cmp or compare
         # Written after every size, so a long run leaves what finished; the file is read
@@ -250,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         compare = compare or previous.get("compare")
         all_rows = sorted([*kept, *rows], key=lambda r: r["rows"])
         write_results(RESULT_NAME, all_rows, build_targets(all_rows, coverage, compare),
-                      command="python benchmarks/scale.py " + " ".join(argv or sys.argv[1:]),
+                      command=command,
                       extra={"coverage": coverage, "compare": compare,
                              "settings": {"preset": "id_only", "steps": args.steps,
                                           "buckets": args.buckets, "seed": args.seed,
