@@ -10,12 +10,13 @@ each), recording samples/s and each process's peak RSS. On the 1M-row log
 (``--coverage-rows``), 2 processes each read one epoch of the train split and the benchmark
 checks that their rows are disjoint and cover it. On the 10M-row log (``--compare-rows``),
 the streamed reader and the in-memory ``BatchLoader`` feed the same model alternately in one
-process: loader throughput and training samples/s. Every step runs in a process of its own (``scale_checks.measured_run``), so each
-peak is that step's alone.
+process: loader throughput and training samples/s. Every step runs in a process of its own
+(``scale_checks.measured_run``), so each peak is that step's alone.
 
-Data lives under ``benchmarks/.data/scale/`` (a 100M-row log is about 0.7 GB); the prepared
-shards of a size are deleted after it unless ``--keep``. Sizes not run keep their rows from the
-previous ``results/scale.json``, so a long size can be recorded in a run of its own.
+Data lives under ``benchmarks/.data/scale/`` (docs/prepared_shards.md, "Scale", gives the
+disk a size takes); the prepared shards of a size are deleted after it unless ``--keep``.
+Sizes not run keep their rows from the previous ``results/scale.json`` (each row names the
+command that measured it), so a long size can be recorded in a run of its own.
 
     python benchmarks/scale.py --sizes 1M 10M          # writes results/scale.json + scale_growth.png
     python benchmarks/scale.py --sizes 100M --steps 300

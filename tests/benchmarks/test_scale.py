@@ -122,3 +122,24 @@ def test_growth_plot_is_written(tmp_path) -> None:
 def test_config_refuses_empty_sizes(bad) -> None:
     with pytest.raises(ValueError):
         ScaleWorldConfig(**bad)
+
+
+def test_row_counts_parse_and_label() -> None:
+    from benchmarks.scale import parse_rows, rows_label
+
+    assert [parse_rows(t) for t in ("1M", "250k", "1000000", "2.5m")] == [10**6, 250_000, 10**6,
+                                                                          2_500_000]
+    assert [rows_label(n) for n in (10**6, 10**8, 250_000, 1234)] == ["1M", "100M", "250k", "1234"]
+
+
+def test_targets_follow_the_recorded_figures() -> None:
+    from benchmarks.scale import PREP_RSS_MB, TRAIN_RSS_MB, build_targets
+
+    row = {"size": "1M", "prep_peak_rss_mb": PREP_RSS_MB + 1, "train1_peak_rss_mb": 100,
+           "train2_peak_rss_mb": TRAIN_RSS_MB}
+    compare = {"rows": 10**7, "stream_over_memory_train": 0.89}
+    met = {t["name"]: t["met"] for t in build_targets([row], {"ok": True}, compare)}
+    assert met == {"1M: preparation peak RSS (MiB)": False,
+                   "1M: training peak RSS per process (MiB)": True,
+                   "10M: streamed / in-memory training samples/s (interleaved rounds)": False,
+                   "2 processes read disjoint rows covering the epoch (1 = yes)": True}
