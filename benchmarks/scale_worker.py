@@ -4,14 +4,15 @@ runs each through ``scale_checks.measured_run``, so each has its own peak memory
     python benchmarks/scale_worker.py generate --data DIR --rows N [--seed S]
     python benchmarks/scale_worker.py prepare --data DIR --out PREPARED [--buckets B]
     torchrun --nproc_per_node=W benchmarks/scale_worker.py train --prepared P --steps N --out J
-    torchrun --nproc_per_node=W benchmarks/scale_worker.py rows --prepared P --out DIR
+    torchrun --nproc_per_node=W benchmarks/scale_worker.py rows --prepared P --out DIR [--drop-last]
     python benchmarks/scale_worker.py compare --prepared P --out J
 
-``train``: ``id_only`` trained for a fixed number of steps on batches streamed from the shards
-(``data.stream.ShardStream``, cut per rank as training cuts it); each rank writes
-``J.rank<r>.json`` with its samples/s and peak RSS. ``rows``: each rank reads one epoch of the
-train split from the stream and saves the row ids it was given (``DIR/rank<r>.npy``), so the
-benchmark can check that the ranks' rows are disjoint and cover the split. ``compare``: the
+``train``: ``id_only`` trained for a fixed number of steps by the Trainer of ``recsys train
+--data PREPARED`` (batches streamed by ``data.stream.ShardStream``, cut per rank); each rank
+writes ``J.rank<r>.json`` with its samples/s and peak RSS. ``rows``: each rank reads one epoch
+of the train split (with ``--drop-last`` through the training run's own loader) and saves the
+row ids it was given (``DIR/rank<r>.npy``), so the benchmark can check that the ranks' rows
+are disjoint and cover the split. ``compare``: the
 streamed reader against the in-memory ``BatchLoader`` on the same shards, alternating, as pure
 loader throughput and as training-step throughput.
 """
@@ -39,12 +40,13 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _config(prepared: Path, threads: int):
+def _config(data_dir: Path, threads: int):
+    """The ``id_only`` run config on ``data_dir`` (a dataset or prepared shards)."""
     from recsys.config import load_train_config
 
     # The bounded-memory preparation has no item prior rate (a cross-user pass), so neither
     # side of any comparison uses it.
-    return load_train_config(PRESET, [f"data.dir={json.dumps(str(prepared))}",
+    return load_train_config(PRESET, [f"data.dir={json.dumps(str(data_dir))}",
                                       "data.item_prior_rate=false", f"train.threads={threads}",
                                       "tracking.enabled=false"])
 
@@ -61,10 +63,9 @@ def generate(args: argparse.Namespace) -> dict:
 
 def prepare(args: argparse.Namespace) -> dict:
     from data.prepare_bounded import prepare_to_shards
-
-    cfg = _config(args.data, threads=0)
     from data.shard_manifest import read_manifest
 
+    cfg = _config(args.data, threads=0)
     t0 = time.perf_counter()
     prepare_to_shards(args.data, args.out, cfg.prepare_config(), args.buckets, progress=False)
     manifest = read_manifest(args.out)
