@@ -44,8 +44,8 @@ def _config(data_dir: Path, threads: int):
     """The ``id_only`` run config on ``data_dir`` (a dataset or prepared shards)."""
     from recsys.config import load_train_config
 
-    # The bounded-memory preparation has no item prior rate (a cross-user pass), so neither
-    # side of any comparison uses it.
+    # The item prior rate stays off: the recorded results (results/scale.json) were measured
+    # so, and neither side of any comparison uses it.
     return load_train_config(PRESET, [f"data.dir={json.dumps(str(data_dir))}",
                                       "data.item_prior_rate=false", f"train.threads={threads}",
                                       "tracking.enabled=false"])

@@ -8,17 +8,21 @@ The passes:
    time, checked as ``load_dataset`` checks them, and written in canonical columns into work
    partitions by a hash of the user id (every user's rows in one partition);
 2. log facts (``data.prepare_passes``): streaming scans give the last day, the sorted users
-   and the time split's cut keys;
+   and the time split's cut keys; with ``item_prior_rate``, the item pass
+   (``data.item_prior_pass``) regroups the rows by a hash of the item and derives the item
+   prior rate of every row with ``add_item_prior_rate``, per item partition;
 3. derive, per work partition in memory: side features, split, history, prior rate,
    retention labels and ``user_key``, by the same functions ``prepare`` calls (each is per
-   user, given the log facts); the train rows' value counts of every vocabulary and the train
-   items and users are summed over partitions; rows go on to their output bucket;
+   user, given the log facts), and the item prior rate joined by ``row_id``; the train rows'
+   value counts of every vocabulary and the train items and users are summed over
+   partitions; rows go on to their output bucket;
 4. write, per output bucket: cold flags and vocabulary indices, then one file per split by
    ``data.shards``' schema and writer; then items.parquet and the manifest.
 
 Memory: one work partition (about ``work_rows`` rows with their derived columns) in pass 3, one
-output bucket (a 1/``buckets`` share of the log) in pass 4, plus tables with one row per user,
-item or vocabulary value.
+item partition (about ``work_rows`` rows in five narrow columns, or more when one item holds
+more rows) in the item pass, one output bucket (a 1/``buckets`` share of the log) in pass 4,
+plus tables with one row per user, item or vocabulary value.
 """
 
 from __future__ import annotations
@@ -31,8 +35,8 @@ import polars as pl
 from data.batch import ITEM_FEATURE, USER_FEATURE, FeatureLayout
 from data.coldstart import add_cold_flags
 from data.dataset import Dataset, check_user_id_types, load_items, load_users, tables_fingerprint
-from data.errors import DataError, Problem
 from data.interaction_chunks import CHUNK_ROWS, partition_interactions, read_partition
+from data.item_prior_pass import item_prior_columns, item_prior_pass
 from data.prepare import (
     PrepareConfig,
     Prepared,
@@ -85,24 +89,19 @@ def prepare_to_shards(data_dir: str | Path, out: str | Path, config: PrepareConf
 
     Memory: the largest of one chunk of ``chunk_rows`` source rows, one work partition of about
     ``work_rows`` rows with every derived column (its histories hold up to
-    ``config.max_history`` Int64 per row), and one output bucket of about rows / ``buckets``
-    rows in shard columns; plus per-user, per-item and per-vocabulary-value tables, and the
-    rows that share one timestamp (the time split's cut). More ``buckets`` (or fewer
-    ``work_rows``) lower the peak; the work and the temporary files (about the size of the
+    ``config.max_history`` Int64 per row), one item partition of about ``work_rows`` rows in
+    five columns (with ``config.item_prior_rate``; the most popular item's rows at least), and
+    one output bucket of about rows / ``buckets`` rows in shard columns; plus per-user,
+    per-item and per-vocabulary-value tables, and the rows that share one timestamp (the time
+    split's cut). More ``buckets`` (or fewer ``work_rows``) lower the peak; the work and the temporary files (about the size of the
     shards, next to ``out``) do not grow. Half-written output is never left in ``out``.
 
     Raises:
-        DataError: a contract violation of the dataset (as ``load_dataset``), or a setting the
-            bounded path does not support (``item_prior_rate``).
+        DataError: a contract violation of the dataset (as ``load_dataset``).
     """
     config = config or PrepareConfig()
     if buckets < 1:
         raise ValueError(f"buckets must be >= 1, got {buckets}")
-    if config.item_prior_rate:
-        # The item's running rate mixes every user's rows in time order: a cross-user pass the
-        # user-partitioned passes do not make.
-        raise DataError(Problem("data.item_prior_rate", "is not supported by the bounded-memory "
-                                "preparation; prepare in memory or set data.item_prior_rate = false"))
     root = Path(data_dir).resolve()
     spec = read_spec(root)
     items, media_problems, items_path = load_items(root, spec, allow_missing_media)
@@ -121,8 +120,10 @@ def prepare_to_shards(data_dir: str | Path, out: str | Path, config: PrepareConf
         facts = log_facts(pl.scan_parquet(work / "rows" / "*" / "*.parquet"), config)
         if facts.head_rows == 0:
             raise empty_head_error(dataset, config, facts.first_day, facts.last_day)
+        item_prior = (item_prior_pass(work / "rows", work, partitions, dataset.primary_label,
+                                      progress) if config.item_prior_rate else None)
         vocabs, train_ids, schema = _derive_partitions(dataset, config, facts, work, partitions,
-                                                        buckets, progress)
+                                                        buckets, item_prior, progress)
         layout = feature_layout(dataset, config, vocabs, schema)
         split_rows = _write_buckets(tmp, work / "derived", buckets, layout, vocabs, train_ids,
                                     schema, progress)
@@ -141,9 +142,11 @@ def prepare_to_shards(data_dir: str | Path, out: str | Path, config: PrepareConf
 
 
 def _derive_partitions(dataset: Dataset, config: PrepareConfig, facts: LogFacts, work: Path,
-                       partitions: int, buckets: int, progress: bool
+                       partitions: int, buckets: int, item_prior: Path | None, progress: bool
                        ) -> tuple[dict[str, Vocab], dict[str, pl.Series], pl.Schema]:
     """Pass 3: every work partition's derived rows into ``work/derived/<bucket>/<p>.parquet``.
+    ``item_prior``: the item pass's output (``data.item_prior_pass``), None without
+    ``config.item_prior_rate``.
 
     Returns the vocabularies (train value counts summed over partitions), the train
     ``item_id``s and ``user_id``s (cold flags), and the derived frame's schema.
@@ -163,6 +166,9 @@ def _derive_partitions(dataset: Dataset, config: PrepareConfig, facts: LogFacts,
                        users=dataset.users, fingerprint=dataset.fingerprint, missing_media=[])
         frame = add_split(join_side_features(part), config, facts.last_day, facts.time_cuts)
         frame = add_user_derived(frame, dataset.primary_label, config)
+        if item_prior is not None:  # where prepare calls add_item_prior_rate: same column order
+            frame = frame.join(item_prior_columns(item_prior, p), on="row_id", how="left",
+                               maintain_order="left")
         if config.retention:
             frame = add_retention_labels(frame, last_day=facts.last_day)
         frame = frame.join(user_keys, on="user_id", how="left", maintain_order="left")

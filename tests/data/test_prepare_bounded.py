@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import data.item_prior_pass as item_prior_pass
 import data.prepare_bounded as bounded
 from data.dataset import load_dataset
 from data.errors import DataError
@@ -75,6 +76,16 @@ CASES = [  # world, config, buckets, (work partition rows, chunk rows)
     ("contract", PrepareConfig(retention=False, prior_rate=False, tail_days=2), 1, (40, 40)),
     ("csv", PrepareConfig(split="time", tail_days=3), 3, (8, 6)),
     ("csv", PrepareConfig(split="leave_last_out", retention=False), 2, (100, 9)),
+    # The item prior rate: a cross-user pass over item partitions (many of each kind here).
+    ("synth", PrepareConfig(item_prior_rate=True, tail_days=3), 4, (150, 700)),
+    ("synth", PrepareConfig(item_prior_rate=True, split="user_time", prior_rate=False), 7, (90, 400)),
+    ("synth", PrepareConfig(item_prior_rate=True, split="leave_last_out", retention=False), 1,
+     (10**6, 10**6)),
+    ("contract", PrepareConfig(item_prior_rate=True), 2, (4, 7)),
+    ("contract", PrepareConfig(item_prior_rate=True, split="user_time", tail_days=4), 3, (3, 5)),
+    ("contract", PrepareConfig(item_prior_rate=True, split="leave_last_out", max_history=2), 5,
+     (7, 11)),
+    ("csv", PrepareConfig(item_prior_rate=True, tail_days=3), 3, (6, 6)),
 ]
 
 
@@ -88,36 +99,34 @@ def test_bounded_shards_are_byte_identical_to_the_in_memory_ones(worlds, tmp_pat
 
 def test_no_step_holds_the_whole_log(worlds, tmp_path, monkeypatch):
     """Every derived row goes through the per-user functions once, in partitions of about
-    ``work_rows`` rows, and the writer sees one output bucket at a time: with 16 buckets and
-    small partitions, no frame any step derives or writes holds more than a fraction of the log."""
+    ``work_rows`` rows, and through the item prior rate once, in item partitions of about as
+    many; the writer sees one output bucket at a time: with 16 buckets and small partitions, no
+    frame any step derives or writes holds more than a fraction of the log."""
     total = pl.read_parquet(worlds["synth"] / "interactions.parquet").height
-    seen: dict[str, list[int]] = {"add_user_derived": [], "write_split_file": []}
+    seen: dict[str, list[int]] = {"add_user_derived": [], "write_split_file": [],
+                                  "add_item_prior_rate": []}
 
-    def spy(name):
-        real = getattr(bounded, name)
+    def spy(module, name):
+        real = getattr(module, name)
 
         def call(frame, *args, **kwargs):
             seen[name].append(frame.height)
             return real(frame, *args, **kwargs)
-        monkeypatch.setattr(bounded, name, call)
+        monkeypatch.setattr(module, name, call)
 
-    for name in seen:
-        spy(name)
-    prepare_to_shards(worlds["synth"], tmp_path / "s", PrepareConfig(), buckets=16, progress=False,
-                      work_rows=total // 20, chunk_rows=total // 10)
+    for name in ("add_user_derived", "write_split_file"):
+        spy(bounded, name)
+    spy(item_prior_pass, "add_item_prior_rate")
+    prepare_to_shards(worlds["synth"], tmp_path / "s", PrepareConfig(item_prior_rate=True),
+                      buckets=16, progress=False, work_rows=total // 20, chunk_rows=total // 10)
     partitions, written = seen["add_user_derived"], seen["write_split_file"]
     assert sum(partitions) == total and len(partitions) >= 15  # every row, once; many partitions
     assert max(partitions) < total / 6
+    item_parts = seen["add_item_prior_rate"]
+    assert sum(item_parts) == total and len(item_parts) >= 15
+    assert max(item_parts) < total / 6
     # One (split, bucket) file at a time, and items.parquet.
     assert len(written) == 3 * 16 + 1 and max(written) < total / 4
-
-
-def test_item_prior_rate_is_refused_with_one_line(worlds, tmp_path):
-    with pytest.raises(DataError) as err:
-        prepare_to_shards(worlds["contract"], tmp_path / "s", PrepareConfig(item_prior_rate=True),
-                          progress=False)
-    assert len(err.value.problems) == 1 and "data.item_prior_rate" in str(err.value)
-    assert "\n" not in str(err.value) and list(tmp_path.iterdir()) == []
 
 
 def _error(call) -> str | None:

@@ -77,16 +77,21 @@ def test_data_shard_writes_the_librarys_shards_and_refuses_bad_input(world, shar
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
-def test_the_bounded_engine_writes_the_same_split_files(world, tmp_path):
+@pytest.mark.parametrize("item_prior_rate", [True, False])
+def test_the_bounded_engine_writes_the_same_split_files(world, tmp_path, item_prior_rate):
+    """With the preset's data settings (the item prior rate on) and with it off."""
+    extra = [] if item_prior_rate else ["data.item_prior_rate=false"]
     base = ["data", "shard", str(world), "--config", "id_only", "--buckets", "3",
-            *set_args([*DATA, "data.item_prior_rate=false"])]  # the bounded path's limit
+            *set_args([*DATA, *extra])]
     assert main([*base, "--out", str(tmp_path / "memory")]) == 0
     assert main([*base, "--out", str(tmp_path / "bounded"), "--engine", "bounded"]) == 0
     memory, bounded = files(tmp_path / "memory"), files(tmp_path / "bounded")
     manifest = "manifest.json"
     assert {k: v for k, v in memory.items() if k != manifest} == \
         {k: v for k, v in bounded.items() if k != manifest}
-    assert json.loads(bounded[manifest])["written_by"] == "polars-bounded"
+    written = json.loads(bounded[manifest])
+    assert written["written_by"] == "polars-bounded"
+    assert written["prepare"]["item_prior_rate"] is item_prior_rate
 
 
 def test_other_settings_and_content_presets_are_refused(shards, tmp_path, capsys):
