@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -91,4 +92,10 @@ def process_group(backend: str | None = None,
         if created and dist.is_initialized():
             if finished and env.world_size > 1:
                 dist.barrier()
+            # destroy_process_group only drops the registry's references: the job's model
+            # (TorchRec's sharding env, DDP) may still hold the group, in reference cycles that
+            # would otherwise be freed in interpreter shutdown, which is the abort above.
+            # Collected here, the group dies while the interpreter is whole.
+            gc.collect()
             dist.destroy_process_group()
+            gc.collect()

@@ -175,7 +175,7 @@ class Lab:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(recsys.training.train, "peak_flops", lambda device: 1.0)
+            mp.setattr(recsys.training.train, "peak_flops", lambda device, dtype=None: 1.0)
             yield cls(tmp_path_factory.mktemp("settings"), env, tmp_path_factory.getbasetemp())
         torch.set_num_threads(threads)
         if created:
