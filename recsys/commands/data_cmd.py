@@ -58,8 +58,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Refuses an existing non-empty --out; a killed write leaves no half output there.")
     shard.add_argument("dir", type=Path, help="dataset directory (holds dataset.toml)")
     shard.add_argument("--out", type=Path, required=True, help="output shard directory")
-    shard.add_argument("--config", default="em3", help="preset name or TOML config whose data.* "
-                       "settings prepare the rows (default em3); train with the same settings")
+    shard.add_argument("--config", default="id_only", help="preset name or TOML config whose "
+                       "data.* settings prepare the rows (default id_only: shards hold no item "
+                       "media, so content presets train from the dataset directory); train with "
+                       "the same settings")
     shard.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set data.max_history=50")
     shard.add_argument("--buckets", type=int, default=None,

@@ -4,9 +4,9 @@ shards streamed from disk (docs/prepared_shards.md).
 ``--data DIR`` decides: a directory with a ``manifest.json`` is prepared shards. Then the
 train split is streamed (``data.stream.ShardStream``, bounded memory, each rank its rows) and
 valid/test are scored a chunk of rows at a time, each rank its block (every row once, as from
-a dataset directory); only their keys and labels are held, for the predictions. The shards fix the derived data, so a run whose ``data.*``
-settings differ from the ones the shards were prepared with is refused, not silently trained
-on other data.
+a dataset directory); only their keys and labels are held, for the predictions. The shards
+fix the derived data, so a run whose ``data.*`` settings differ from the ones the shards were
+prepared with is refused, not silently trained on other data.
 """
 
 from __future__ import annotations
