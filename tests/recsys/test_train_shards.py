@@ -22,6 +22,7 @@ from data.shard_manifest import read_manifest
 from data.shards import load_prepared, write_shards
 from data.synth import SynthConfig, synthesize
 from data.vocab import Vocab
+from ranking.config import native_cpu_bf16
 from ranking.dist import process_group
 from recsys.cli import main
 from recsys.config import load_train_config
@@ -161,6 +162,8 @@ def test_killed_run_from_shards_resumes_mid_epoch_to_the_same_result(world, shar
     b = json.loads((killed / "metrics.json").read_text())
     assert a["labels"] == b["labels"] and a["best_epoch"] == b["best_epoch"]
     meta = json.loads((killed / "run.json").read_text())
+    # On a CPU with native bf16 the id_only tower ran under bf16 autocast, and resumed exactly.
+    assert meta["dense_tower_precision"] == ("bf16 autocast (CPU)" if native_cpu_bf16() else "float32")
     source = load_dataset(world)  # recorded as the run's dataset (tracking, packaging)
     assert meta["dataset"] == {"dir": str(source.root), "fingerprint": source.fingerprint}
     assert meta["prepared_shards"] == str(shards.resolve())
