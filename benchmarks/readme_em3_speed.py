@@ -5,7 +5,10 @@ from __future__ import annotations
 
 
 def _targets(targets: list[dict]) -> list[str]:
-    return [f"- `{t['name']}`: {t['value']:.4f} (target {t['target']}): "
+    def value(v: float) -> str:
+        return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.4f}"
+
+    return [f"- `{t['name']}`: {value(t['value'])} (target {t['target']}): "
             f"{'met' if t['met'] else '**not met**'}" for t in targets]
 
 

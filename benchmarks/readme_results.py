@@ -22,6 +22,11 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.readme_em3_speed import em3_speed_section  # noqa: E402
+from benchmarks.readme_shards import (  # noqa: E402
+    scale_section,
+    shard_stream_section,
+    spark_section,
+)
 
 RESULTS = REPO / "benchmarks" / "results"
 README = REPO / "README.md"
@@ -205,8 +210,11 @@ def render(readme: str) -> tuple[str, str]:
     variants = set_variants()
     a, b = readme.index(START), readme.index(END) + len(END)
     doc = results_doc(q, p, t, variants)
-    if (RESULTS / "em3_speed.json").is_file():
-        doc += "\n" + "\n".join(em3_speed_section(load("em3_speed")))
+    sections = {"em3_speed": em3_speed_section, "shard_stream": shard_stream_section,
+                "scale": scale_section, "spark_prepare": spark_section}
+    for name, section in sections.items():
+        if (RESULTS / f"{name}.json").is_file():
+            doc += "\n" + "\n".join(section(load(name)))
     return readme[:a] + headline(p, q, variants) + readme[b:], doc
 
 

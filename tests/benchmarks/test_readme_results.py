@@ -23,6 +23,22 @@ def test_every_recorded_table_row_is_in_the_results_doc() -> None:
         assert rows and all(r in doc for r in rows)
 
 
+def test_the_shard_benchmarks_are_in_the_results_doc_row_by_row() -> None:
+    from benchmarks.readme_shards import scale_section, shard_stream_section, spark_section
+
+    doc = rr.RESULTS_DOC.read_text()
+    scale, spark = rr.load("scale"), rr.load("spark_prepare")
+    for section in (scale_section(scale), shard_stream_section(rr.load("shard_stream")),
+                    spark_section(spark)):
+        assert all(line in doc for line in section)
+    last = scale["rows"][-1]
+    rows = [line for line in scale_section(scale) if line.startswith(f"| {last['size']} |")]
+    assert len(rows) == 1 and f"| {last['prep_peak_rss_mb']:,.0f} |" in rows[0]
+    assert sum("| yes | yes |" in line for line in spark_section(spark)) == len(spark["rows"])
+    spark["rows"][0]["shards_equal"] = False
+    assert "| **no** | yes |" in "\n".join(spark_section(spark))
+
+
 def test_tables_render_what_a_row_says() -> None:
     q = {"rows": [{"dataset": "d", "preset": "p", "seeds": 3, "auc": 0.71234, "auc_std": 0.01,
                    "gauc": None, "auc_cold_item": 0.6, "auc_cold_item_std": 0.0,
