@@ -96,20 +96,13 @@ def em3_variant(trainer, variant: str):
 
 
 def thread_peak(dtype) -> float:
-    """FLOP/s of a 1024 x 1024 matmul in ``dtype`` on this thread, in thread CPU time (best of
-    5 trials of 3), so that it compares with steps timed the same way on a busy machine."""
+    """FLOP/s of a 1024 x 1024 matmul in ``dtype`` on this thread, in thread CPU time, so that
+    it compares with steps timed the same way on a busy machine."""
     import torch
 
-    n, reps = 1024, 3
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(5):
-        c = time.thread_time()
-        for _ in range(reps):
-            a @ b
-        best = min(best, time.thread_time() - c)
-    return 2 * n**3 * reps / best
+    from recsys.training.perf import peak_flops
+
+    return peak_flops(torch.device("cpu"), dtype, clock=time.thread_time)
 
 
 def timed(fn: Callable[[], None]) -> tuple[float, float]:

@@ -134,22 +134,19 @@ class SplitArrays:
         )
 
 
-class BatchLoader:
-    """Iterates ``Batch`` es of one split of a ``Prepared`` dataset, in memory.
+class EpochBatches:
+    """What both loaders share (``BatchLoader`` in memory, ``data.stream.ShardStream`` from
+    shards): a split of ``num_rows`` rows, each epoch's order cut into ``world_size`` equal rank
+    parts (the remainder dropped, module docstring), batched ``batch_size`` rows at a time.
+    Subclasses set ``num_rows`` and implement ``iter_from``."""
 
-    The split's columns become numpy arrays once, at construction (``SplitArrays``).
-    """
-
-    def __init__(self, prepared: Prepared, split: str, batch_size: int, shuffle: bool = False,
-                 seed: int = 0, rank: int = 0, world_size: int = 1, drop_last: bool = False) -> None:
+    def __init__(self, batch_size: int, shuffle: bool, seed: int, rank: int, world_size: int,
+                 drop_last: bool) -> None:
         check_sharding(batch_size, rank, world_size)
-        self.layout = prepared.layout
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
         self.epoch = 0
-        frame = prepared.frame.filter(pl.col("split") == split)
-        self.arrays = SplitArrays(frame, self.layout, prepared.item_index_by_row())
-        self.num_rows = self.arrays.num_rows
+        self.num_rows = 0
 
     @property
     def rows_per_rank(self) -> int:
@@ -162,6 +159,32 @@ class BatchLoader:
     def __len__(self) -> int:
         return batches_per_epoch(self.rows_per_rank, self.batch_size, self.drop_last)
 
+    def __iter__(self) -> Iterator[Batch]:
+        return self.iter_from(0)
+
+    def iter_from(self, batch_index: int) -> Iterator[Batch]:
+        """The epoch's batches from ``batch_index`` on (resume), without building earlier ones."""
+        raise NotImplementedError
+
+    def _check_start(self, batch_index: int) -> None:
+        if not 0 <= batch_index <= len(self):
+            raise ValueError(f"batch_index must be in 0..{len(self)}, got {batch_index}")
+
+
+class BatchLoader(EpochBatches):
+    """Iterates ``Batch`` es of one split of a ``Prepared`` dataset, in memory.
+
+    The split's columns become numpy arrays once, at construction (``SplitArrays``).
+    """
+
+    def __init__(self, prepared: Prepared, split: str, batch_size: int, shuffle: bool = False,
+                 seed: int = 0, rank: int = 0, world_size: int = 1, drop_last: bool = False) -> None:
+        super().__init__(batch_size, shuffle, seed, rank, world_size, drop_last)
+        self.layout = prepared.layout
+        frame = prepared.frame.filter(pl.col("split") == split)
+        self.arrays = SplitArrays(frame, self.layout, prepared.item_index_by_row())
+        self.num_rows = self.arrays.num_rows
+
     def _rank_rows(self) -> np.ndarray:
         """This rank's row positions for the current epoch (same count on every rank)."""
         order = (np.random.default_rng((self.seed, self.epoch)).permutation(self.num_rows)
@@ -169,13 +192,9 @@ class BatchLoader:
         per_rank = self.rows_per_rank
         return order[self.rank * per_rank:(self.rank + 1) * per_rank]
 
-    def __iter__(self) -> Iterator[Batch]:
-        return self.iter_from(0)
-
     def iter_from(self, batch_index: int) -> Iterator[Batch]:
         """The epoch's batches from ``batch_index`` on (resume), without building earlier ones."""
-        if not 0 <= batch_index <= len(self):
-            raise ValueError(f"batch_index must be in 0..{len(self)}, got {batch_index}")
+        self._check_start(batch_index)
         rows, size = self._rank_rows(), self.batch_size
         return (self.arrays.batch_at(rows[b * size:(b + 1) * size]) for b in range(batch_index, len(self)))
 

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from data.batch import ITEM_FEATURE, RETENTION_COUNTS, Batch
 from data.errors import DataError, Problem
-from data.loader import SplitArrays, batches_per_epoch, check_sharding
+from data.loader import EpochBatches, SplitArrays
 from data.prepare import index_column
 from data.shard_manifest import ShardManifest, read_manifest
 from data.shards import shard_columns
@@ -45,7 +45,7 @@ DEFAULT_SHUFFLE_BUFFER_ROWS = 524_288
 UNUSED_COLUMNS = frozenset({"user_id", "item_id", "ts", "cold_item", "cold_user", *RETENTION_COUNTS})
 
 
-class ShardStream:
+class ShardStream(EpochBatches):
     """Iterates ``Batch`` es of one split of prepared shards; the interface of ``BatchLoader``
     (``__len__``, ``set_epoch``, ``rows_per_rank``, ``num_rows``, ``iter_from``).
 
@@ -62,7 +62,7 @@ class ShardStream:
                  shuffle: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1,
                  drop_last: bool = False, block_rows: int = DEFAULT_BLOCK_ROWS,
                  shuffle_buffer_rows: int = DEFAULT_SHUFFLE_BUFFER_ROWS, prefetch: bool = True) -> None:
-        check_sharding(batch_size, rank, world_size)
+        super().__init__(batch_size, shuffle, seed, rank, world_size, drop_last)
         if block_rows < 1 or shuffle_buffer_rows < 1:
             raise ValueError(f"block_rows and shuffle_buffer_rows must be >= 1, got {block_rows} "
                              f"and {shuffle_buffer_rows}")
@@ -70,13 +70,10 @@ class ShardStream:
         if split not in manifest.splits:
             raise ValueError(f"no split {split!r} in {manifest.root} (has {sorted(manifest.splits)})")
         self.manifest, self.layout = manifest, manifest.layout
-        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
-        self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
         self.block_rows, self.prefetch = block_rows, prefetch
         self.shuffle_buffer_rows = shuffle_buffer_rows
         self.blocks_per_chunk = max(1, shuffle_buffer_rows // block_rows)
         self._whole: SplitArrays | None = None  # the split, when one buffer holds it
-        self.epoch = 0
         self._files = [f.path for f in manifest.splits[split]]
         self._file_start = np.concatenate([[0], np.cumsum([f.rows for f in manifest.splits[split]])])
         self.num_rows = int(self._file_start[-1])
@@ -84,20 +81,6 @@ class ShardStream:
         columns = shard_columns(self.layout)
         self._columns = [c for c in columns if c not in UNUSED_COLUMNS]
         self._item_index_by_row = self._read_item_index()
-
-    @property
-    def rows_per_rank(self) -> int:
-        return self.num_rows // self.world_size
-
-    def set_epoch(self, epoch: int) -> None:
-        """Selects the shuffle of ``epoch``; call before iterating, on every rank alike."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return batches_per_epoch(self.rows_per_rank, self.batch_size, self.drop_last)
-
-    def __iter__(self) -> Iterator[Batch]:
-        return self.iter_from(0)
 
     def iter_from(self, batch_index: int) -> Iterator[Batch]:
         """The epoch's batches from ``batch_index`` on; chunks before it are not decoded."""
