@@ -9,7 +9,7 @@ pre-built batches. The ``em3`` variants run on the same parameters, alternating 
 repeat (and which goes first), as ``benchmarks/train_step.py`` does:
 
 * ``before``: the content path as it was before issue 30: the last Q-Former block over every
-  position (``FusionQFormer.query_only_last_block = False``) and every history chunk
+  position (``multimodal.testing.full_last_block``) and every history chunk
   recomputed in backward (``ItemContentEncoder.keep_last_chunk = False``), float32;
 * ``query_only_last_block``: ``before`` with the last block over the K query positions only;
 * ``keep_last_chunk``: ``before`` with the last history chunk's activations kept;
@@ -83,16 +83,19 @@ def em3_variant(trainer, variant: str):
     """``trainer``'s em3 model set up as ``variant`` for the block (the same parameters)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
+    from multimodal.testing import full_last_block
+
     enc = trainer.em3.content
-    saved = (enc.qformer.query_only_last_block, enc.keep_last_chunk, enc.cpu_bf16)
-    enc.qformer.query_only_last_block = variant not in ("before", "keep_last_chunk")
+    saved = (enc.keep_last_chunk, enc.cpu_bf16)
     enc.keep_last_chunk = variant not in ("before", "query_only_last_block")
     enc.cpu_bf16 = variant == "shipped_bf16"
+    whole_block = variant in ("before", "keep_last_chunk")
     try:
-        with sdpa_kernel(SDPBackend.MATH) if variant == "shipped_sdpa_math" else nullcontext():
+        with (full_last_block(enc.qformer) if whole_block else nullcontext(),
+              sdpa_kernel(SDPBackend.MATH) if variant == "shipped_sdpa_math" else nullcontext()):
             yield
     finally:
-        enc.qformer.query_only_last_block, enc.keep_last_chunk, enc.cpu_bf16 = saved
+        enc.keep_last_chunk, enc.cpu_bf16 = saved
 
 
 def thread_peak(dtype) -> float:

@@ -174,10 +174,6 @@ class FusionQFormer(nn.Module):
     def __init__(self, config: QFormerConfig) -> None:
         super().__init__()
         self.config = config
-        # The last "self" block updates the K query positions only (``SelfBlock.forward``'s
-        # ``keep``); False runs it over every position, as before (benchmarks/em3_speed.py
-        # measures the difference; outputs and gradients are the same).
-        self.query_only_last_block = True
         d = config.hidden
         self.vision_proj = nn.Linear(config.vision_dim, d)
         self.text_proj = nn.Linear(config.text_dim, d)
@@ -225,8 +221,7 @@ class FusionQFormer(nn.Module):
             for blk in self.blocks[:-1]:
                 x = blk(x, joint_allow)
             # Only the query positions of the last block are read (see SelfBlock.forward).
-            keep = k if self.query_only_last_block else None
-            out = self.blocks[-1](x, joint_allow, keep=keep)[:, :k]
+            out = self.blocks[-1](x, joint_allow, keep=k)
         else:
             has_any = allow.any(dim=1)
             out = q

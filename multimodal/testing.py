@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from multimodal.content import ItemContentEncoder
+from multimodal.qformer import FusionQFormer
 
 
 @dataclass
@@ -46,3 +47,19 @@ def count_item_passes(encoder: ItemContentEncoder) -> Iterator[ItemPasses]:
         yield passes
     finally:
         handle.remove()
+
+
+@contextmanager
+def full_last_block(qformer: FusionQFormer) -> Iterator[None]:
+    """Inside the block, ``qformer``'s last ``self`` block runs over every position, as it did
+    before it updated only the K query positions (``SelfBlock.forward``'s ``keep``): the same
+    outputs and gradients at more FLOPs, what ``benchmarks/em3_speed.py``'s ``before`` times."""
+    last = qformer.blocks[-1]
+    whole = last.forward
+    k = qformer.config.num_queries
+    # An instance attribute shadows the class's forward for this block only.
+    last.forward = lambda x, allow, keep=None: whole(x, allow)[:, :k] if keep else whole(x, allow)
+    try:
+        yield
+    finally:
+        del last.forward

@@ -3,6 +3,7 @@ Q-Former block, the kept last history chunk, and CPU bf16 (close to float32, flo
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 
 from multimodal.content import ROW_BUCKET, ItemContentEncoder
 from multimodal.qformer import FusionQFormer, QFormerConfig
-from multimodal.testing import count_item_passes
+from multimodal.testing import count_item_passes, full_last_block
 from tests.multimodal.test_mm_content import batch, encoder, grads, weighted_loss
 
 
@@ -30,14 +31,13 @@ def test_query_only_last_block_gives_the_same_outputs_and_gradients(layers):
     cfg = QFormerConfig(vision_dim=6, text_dim=7, hidden=16, layers=layers, heads=2,
                         num_queries=3, dropout=0.0)
     full = FusionQFormer(cfg).double()
-    pruned = copy.deepcopy(full)
-    full.query_only_last_block = False
-    assert pruned.query_only_last_block  # the default
+    pruned = copy.deepcopy(full)  # the default: the last block updates the query positions only
     g = torch.Generator().manual_seed(2)
     weights = torch.randn(6, 3, 16, generator=g, dtype=torch.float64)
     outs = []
     for m in (full, pruned):
-        queries, pooled = m(*qformer_inputs())
+        with full_last_block(m) if m is full else contextlib.nullcontext():
+            queries, pooled = m(*qformer_inputs())
         ((queries * weights).sum() + pooled.pow(2).sum()).backward()
         outs.append((queries, pooled))
     for a, b in zip(outs[0], outs[1], strict=True):
@@ -53,8 +53,8 @@ def test_query_only_last_block_counts_fewer_flops():
     flops = {}
     for keep in (False, True):
         m = FusionQFormer(cfg)
-        m.query_only_last_block = keep
-        with FlopCounterMode(display=False) as counter:
+        with (contextlib.nullcontext() if keep else full_last_block(m),
+              FlopCounterMode(display=False) as counter):
             m(*qformer_inputs())
         flops[keep] = counter.get_total_flops()
     # 3 query positions of 3 + 9 keep their feed-forward and output projection.
