@@ -10,6 +10,7 @@ row runs with ``world_size=1``.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 
 import numpy as np
@@ -134,7 +135,7 @@ class SplitArrays:
         )
 
 
-class EpochBatches:
+class EpochBatches(ABC):
     """What both loaders share (``BatchLoader`` in memory, ``data.stream.ShardStream`` from
     shards): a split of ``num_rows`` rows, each epoch's order cut into ``world_size`` equal rank
     parts (the remainder dropped, module docstring), batched ``batch_size`` rows at a time.
@@ -162,9 +163,9 @@ class EpochBatches:
     def __iter__(self) -> Iterator[Batch]:
         return self.iter_from(0)
 
+    @abstractmethod
     def iter_from(self, batch_index: int) -> Iterator[Batch]:
         """The epoch's batches from ``batch_index`` on (resume), without building earlier ones."""
-        raise NotImplementedError
 
     def _check_start(self, batch_index: int) -> None:
         if not 0 <= batch_index <= len(self):
